@@ -1,0 +1,414 @@
+//! RabbitMQ: the topology both processes declare at start (DESIGN decision 5), the job
+//! message (ids only: the claim check of decision 2), and a publisher that reconnects and
+//! treats anything but a confirmed, routed message as a failure.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+/// The direct exchange every mail message goes through.
+pub const EXCHANGE: &str = "mail";
+/// Work queue of the workers.
+pub const SEND_QUEUE: &str = "mail.send";
+pub const SEND_KEY: &str = "send";
+/// Where permanently failed jobs' messages end up (for inspection; replay reads PostgreSQL).
+pub const DEAD_QUEUE: &str = "mail.dead";
+pub const DEAD_KEY: &str = "dead";
+/// Redeliveries of one message before the broker gives up on it (poison message stop).
+pub const DELIVERY_LIMIT: i64 = 20;
+/// How long a dead-lettered message is kept in `mail.dead`.
+const DEAD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// How long one publish (send and confirm) may take before it counts as failed.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A delay queue: messages wait there for its TTL, then dead-letter back to `mail.send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryTier {
+    pub delay: Duration,
+    pub name: &'static str,
+    pub key: &'static str,
+}
+
+/// The tiers, shortest first.
+pub const RETRY_TIERS: [RetryTier; 5] = [
+    RetryTier {
+        delay: Duration::from_secs(1),
+        name: "mail.retry.1s",
+        key: "retry.1s",
+    },
+    RetryTier {
+        delay: Duration::from_secs(5),
+        name: "mail.retry.5s",
+        key: "retry.5s",
+    },
+    RetryTier {
+        delay: Duration::from_secs(30),
+        name: "mail.retry.30s",
+        key: "retry.30s",
+    },
+    RetryTier {
+        delay: Duration::from_secs(300),
+        name: "mail.retry.5m",
+        key: "retry.5m",
+    },
+    RetryTier {
+        delay: Duration::from_secs(1800),
+        name: "mail.retry.30m",
+        key: "retry.30m",
+    },
+];
+
+impl RetryTier {
+    /// The smallest tier at or above `delay` (the longest one for longer delays: the worker
+    /// parks the message again until the job is due).
+    pub fn for_delay(delay: Duration) -> RetryTier {
+        RETRY_TIERS
+            .into_iter()
+            .find(|t| t.delay >= delay)
+            .unwrap_or(RETRY_TIERS[RETRY_TIERS.len() - 1])
+    }
+}
+
+/// Where a message is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Send,
+    Retry(RetryTier),
+    Dead,
+}
+
+impl Route {
+    fn key(self) -> &'static str {
+        match self {
+            Route::Send => SEND_KEY,
+            Route::Retry(t) => t.key,
+            Route::Dead => DEAD_KEY,
+        }
+    }
+}
+
+/// The message body: which job to work on. Never an address or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMessage {
+    pub job_id: String,
+}
+
+impl JobMessage {
+    pub fn encode(job_id: i64) -> Vec<u8> {
+        serde_json::to_vec(&JobMessage {
+            job_id: job_id.to_string(),
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn decode(body: &[u8]) -> Option<i64> {
+        serde_json::from_slice::<JobMessage>(body)
+            .ok()
+            .and_then(|m| m.job_id.parse().ok())
+    }
+}
+
+/// Trace context carried in the AMQP headers (W3C `traceparent`), so the worker's spans join
+/// the request's trace.
+pub const TRACEPARENT: &str = "traceparent";
+
+fn quorum(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    for (k, v) in extra {
+        args.insert(ShortString::from(*k), v.clone());
+    }
+    args
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares exchange, queues and bindings. Idempotent; both processes call it on connect.
+pub async fn declare_topology(channel: &Channel) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let back_to_send = [
+        ("x-dead-letter-exchange", long(EXCHANGE)),
+        ("x-dead-letter-routing-key", long(SEND_KEY)),
+        ("x-dead-letter-strategy", long("at-least-once")),
+        ("x-overflow", long("reject-publish")),
+    ];
+    let queues: Vec<(&str, &str, FieldTable)> = std::iter::once((
+        SEND_QUEUE,
+        SEND_KEY,
+        quorum(&[
+            ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
+            ("x-dead-letter-exchange", long(EXCHANGE)),
+            ("x-dead-letter-routing-key", long(DEAD_KEY)),
+            ("x-dead-letter-strategy", long("at-least-once")),
+            ("x-overflow", long("reject-publish")),
+        ]),
+    ))
+    .chain(std::iter::once((
+        DEAD_QUEUE,
+        DEAD_KEY,
+        quorum(&[(
+            "x-message-ttl",
+            AMQPValue::LongLongInt(DEAD_TTL.as_millis() as i64),
+        )]),
+    )))
+    .chain(RETRY_TIERS.iter().map(|t| {
+        let mut extra = back_to_send.to_vec();
+        extra.push((
+            "x-message-ttl",
+            AMQPValue::LongLongInt(t.delay.as_millis() as i64),
+        ));
+        (t.name, t.key, quorum(&extra))
+    }))
+    .collect();
+    for (queue, key, args) in queues {
+        channel.queue_declare(queue.into(), durable, args).await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                EXCHANGE.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a publish did not count.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker unreachable: {0}")]
+    Unreachable(String),
+    #[error("publish timed out")]
+    Timeout,
+    #[error("broker refused the message: {0}")]
+    Refused(String),
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// Opens a connection (with a timeout) and a channel on it.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, PublishError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(PublishError::Unreachable(e.to_string())),
+        Err(_) => Err(PublishError::Unreachable("connect timed out".into())),
+    }
+}
+
+/// A publishing channel with confirms that is re-opened (with a new connection if needed)
+/// after any failure. Shared by the api (outbox) and the worker (retries, dead letters,
+/// replay).
+pub struct Publisher {
+    url: String,
+    name: String,
+    link: Mutex<Option<(Connection, Channel)>>,
+    healthy: AtomicBool,
+}
+
+impl Publisher {
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        Publisher {
+            url: url.into(),
+            name: name.into(),
+            link: Mutex::new(None),
+            healthy: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the last attempt to reach the broker worked.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Connects now (declaring the topology) so health reflects the broker from the start.
+    pub async fn warm_up(&self) -> Result<(), PublishError> {
+        let mut link = self.link.lock().await;
+        self.ensure(&mut link).await.map(|_| ())
+    }
+
+    async fn ensure<'a>(
+        &self,
+        link: &'a mut Option<(Connection, Channel)>,
+    ) -> Result<&'a Channel, PublishError> {
+        let usable = link
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
+        if !usable {
+            if let Some((conn, _)) = link.take() {
+                let _ = conn.close(200, "reconnecting".into()).await;
+            }
+            match self.open().await {
+                Ok(pair) => *link = Some(pair),
+                Err(e) => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        match link.as_ref() {
+            Some((_, ch)) => Ok(ch),
+            None => Err(PublishError::Unreachable("no channel".into())),
+        }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel), PublishError> {
+        let conn = connect(&self.url, &self.name).await?;
+        let channel = conn.create_channel().await?;
+        declare_topology(&channel).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok((conn, channel))
+    }
+
+    /// Publishes one message per job id (persistent, mandatory, confirmed) and returns the
+    /// ids the broker confirmed as routed and stored. The rest stay with the caller (outbox).
+    pub async fn publish(
+        &self,
+        job_ids: &[i64],
+        route: Route,
+        traceparent: Option<&str>,
+    ) -> Result<Vec<i64>, PublishError> {
+        let mut link = self.link.lock().await;
+        let result = self.publish_on(&mut link, job_ids, route, traceparent).await;
+        match &result {
+            Ok(_) => self.healthy.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing to RabbitMQ failed; the outbox keeps the jobs");
+                self.healthy.store(false, Ordering::Relaxed);
+                // The channel's confirm state is unknown now: start over on a fresh one.
+                if let Some((conn, _)) = link.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "reset".into())).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn publish_on(
+        &self,
+        link: &mut Option<(Connection, Channel)>,
+        job_ids: &[i64],
+        route: Route,
+        traceparent: Option<&str>,
+    ) -> Result<Vec<i64>, PublishError> {
+        let channel = self.ensure(link).await?;
+        let mut headers = FieldTable::default();
+        if let Some(tp) = traceparent {
+            headers.insert(TRACEPARENT.into(), long(tp));
+        }
+        let mut pending = Vec::with_capacity(job_ids.len());
+        for &id in job_ids {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(ShortString::from(id.to_string()))
+                .with_headers(headers.clone());
+            let confirm = tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                channel.basic_publish(
+                    EXCHANGE.into(),
+                    route.key().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &JobMessage::encode(id),
+                    props,
+                ),
+            )
+            .await
+            .map_err(|_| PublishError::Timeout)??;
+            pending.push((id, confirm));
+        }
+        let mut confirmed = Vec::with_capacity(pending.len());
+        let mut refused = None;
+        for (id, confirm) in pending {
+            match tokio::time::timeout(PUBLISH_TIMEOUT, confirm)
+                .await
+                .map_err(|_| PublishError::Timeout)??
+            {
+                Confirmation::Ack(None) => confirmed.push(id),
+                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                    refused = Some(format!(
+                        "job {id} returned: {} {}",
+                        returned.reply_code, returned.reply_text
+                    ));
+                }
+                Confirmation::Nack(None) => refused = Some(format!("job {id} nacked")),
+                Confirmation::NotRequested => {
+                    refused = Some("publisher confirms are not enabled".into())
+                }
+            }
+        }
+        match refused {
+            Some(why) if confirmed.is_empty() => Err(PublishError::Refused(why)),
+            Some(why) => {
+                tracing::warn!(reason = %why, "some messages were not accepted by the broker");
+                Ok(confirmed)
+            }
+            None => Ok(confirmed),
+        }
+    }
+
+    /// Closes the connection gracefully (flushes what is in flight).
+    pub async fn close(&self) {
+        if let Some((conn, _)) = self.link.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into())).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tier_is_the_smallest_at_or_above_the_delay() {
+        assert_eq!(RetryTier::for_delay(Duration::from_millis(200)).name, "mail.retry.1s");
+        assert_eq!(RetryTier::for_delay(Duration::from_secs(5)).name, "mail.retry.5s");
+        assert_eq!(RetryTier::for_delay(Duration::from_secs(6)).name, "mail.retry.30s");
+        assert_eq!(RetryTier::for_delay(Duration::from_secs(299)).name, "mail.retry.5m");
+        assert_eq!(RetryTier::for_delay(Duration::from_secs(7200)).name, "mail.retry.30m");
+    }
+
+    #[test]
+    fn the_message_holds_the_job_id_only() {
+        let body = JobMessage::encode(42);
+        assert_eq!(body, br#"{"jobId":"42"}"#);
+        assert_eq!(JobMessage::decode(&body), Some(42));
+        assert_eq!(JobMessage::decode(b"nonsense"), None);
+    }
+}

@@ -1,0 +1,567 @@
+//! The email commands of SPEC 3.4: set / verify / resend the contact email, and add / verify /
+//! resend / remove OTP Email authenticators. Both kinds are rows of `user_emails`, so the
+//! code rules (hash, expiry, wrong-code limit, cooldown, supersede) are applied by the same
+//! functions; only the lookup and the event names differ.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::json;
+
+use super::{Commands, Details, Outcome, UserRow, append_event, in_transaction, load_user};
+use crate::auth::{Access, Principal};
+use crate::domain::{CodeDelivery, SetEmail, SubmittedCode, UrlTemplate, Verification};
+use crate::error::{Call, Code, Error, Rejection, ids};
+use crate::mail_job::{self, NewJob, Purpose};
+use crate::schema::user_emails;
+use crate::tenancy::Scope;
+use crate::time::now_ms;
+
+/// Which address of the user a verify / resend call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTarget<'a> {
+    ContactEmail,
+    /// An OTP Email authenticator, by the `otpEmailId` of the path.
+    OtpEmail(&'a str),
+}
+
+impl EmailTarget<'_> {
+    fn purpose(self) -> Purpose {
+        match self {
+            EmailTarget::ContactEmail => Purpose::ContactEmail,
+            EmailTarget::OtpEmail(_) => Purpose::OtpEmail,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = user_emails)]
+pub(crate) struct EmailRow {
+    pub id: i64,
+    pub address: String,
+    pub verified: bool,
+    pub code_hash: Option<Vec<u8>>,
+    pub code_expires_at: Option<DateTime<Utc>>,
+    pub code_failures: i32,
+}
+
+impl EmailRow {
+    fn has_pending_code(&self) -> bool {
+        !self.verified && self.code_hash.is_some()
+    }
+}
+
+/// The result of checking a code, decided inside the transaction.
+enum Checked {
+    Verified(Details),
+    Unchanged(Details),
+    /// Counted (an event was appended and committed); answered as an error afterwards.
+    WrongCode,
+}
+
+impl Commands {
+    /// Set contact email (SPEC 3.4).
+    pub fn set_contact_email(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+        request: &SetEmail,
+    ) -> Result<Outcome, Error> {
+        in_transaction(conn, |conn| {
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                Call::SetContactEmail,
+                Access::WriteOwnEmail,
+                true,
+            )?;
+            let now = now_ms();
+            let existing = contact_row(conn, user.id)?;
+            if existing
+                .as_ref()
+                .is_some_and(|e| e.address == request.address.as_str())
+            {
+                return Ok(Outcome::unchanged(user.last_details()));
+            }
+            let (code, job_id) = self.replace_contact_email(conn, &user, existing, request, now)?;
+            let details = append_event(
+                conn,
+                &user,
+                "user.email.changed",
+                json!({ "address": request.address.as_str(), "verification": verification_name(&request.verification) }),
+                now,
+            )?;
+            Ok(Outcome {
+                details,
+                verification_code: code,
+                otp_email_id: None,
+                job_id,
+            })
+        })
+    }
+
+    /// Replaces (or creates) the contact email of `user` and makes its code. Used by set
+    /// contact email and by create user. Returns the code for `returnCode` and the job.
+    pub(super) fn replace_contact_email(
+        &self,
+        conn: &mut PgConnection,
+        user: &UserRow,
+        existing: Option<EmailRow>,
+        request: &SetEmail,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<String>, Option<i64>), Error> {
+        let address = request.address.as_str();
+        let email_id = match &existing {
+            Some(row) => {
+                if matches!(request.verification, Verification::SendCode(_)) {
+                    self.check_cooldown(conn, row.id, address, now)?;
+                }
+                diesel::update(user_emails::table.find(row.id))
+                    .set((
+                        user_emails::address.eq(address),
+                        user_emails::verified.eq(request.verification == Verification::IsVerified),
+                        user_emails::code_hash.eq(None::<Vec<u8>>),
+                        user_emails::code_expires_at.eq(None::<DateTime<Utc>>),
+                        user_emails::code_failures.eq(0),
+                        user_emails::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                mail_job::supersede_unsent(conn, row.id, None, now)?;
+                row.id
+            }
+            None => insert_email(
+                conn,
+                user.id,
+                Purpose::ContactEmail,
+                address,
+                request.verification == Verification::IsVerified,
+                now,
+            )?,
+        };
+        self.code_for(conn, user, email_id, Purpose::ContactEmail, address, &request.verification, now)
+    }
+
+    /// Add OTP Email authenticator (SPEC 3.4).
+    pub fn add_otp_email(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+        request: &SetEmail,
+    ) -> Result<Outcome, Error> {
+        in_transaction(conn, |conn| {
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                Call::Other,
+                Access::WriteOwnEmail,
+                true,
+            )?;
+            let now = now_ms();
+            let duplicate: bool = diesel::select(diesel::dsl::exists(
+                user_emails::table
+                    .filter(user_emails::user_id.eq(user.id))
+                    .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                    .filter(
+                        diesel::dsl::sql::<diesel::sql_types::Bool>("lower(address) = lower(")
+                            .bind::<diesel::sql_types::Text, _>(request.address.as_str())
+                            .sql(")"),
+                    ),
+            ))
+            .get_result(conn)?;
+            if duplicate {
+                return Err(Rejection::new(
+                    Code::AlreadyExists,
+                    ids::OTP_EMAIL_DUPLICATE,
+                    "An OTP Email authenticator with this address already exists",
+                )
+                .into());
+            }
+            let address = request.address.as_str();
+            let email_id = insert_email(
+                conn,
+                user.id,
+                Purpose::OtpEmail,
+                address,
+                request.verification == Verification::IsVerified,
+                now,
+            )?;
+            let (code, job_id) = self.code_for(
+                conn,
+                &user,
+                email_id,
+                Purpose::OtpEmail,
+                address,
+                &request.verification,
+                now,
+            )?;
+            let details = append_event(
+                conn,
+                &user,
+                "user.otp_email.added",
+                json!({ "otpEmailId": email_id.to_string(), "address": address, "verification": verification_name(&request.verification) }),
+                now,
+            )?;
+            Ok(Outcome {
+                details,
+                verification_code: code,
+                otp_email_id: Some(email_id),
+                job_id,
+            })
+        })
+    }
+
+    /// Verify contact email / verify OTP Email registration (SPEC 3.4).
+    pub fn verify_email(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+        target: EmailTarget<'_>,
+        code: &SubmittedCode,
+    ) -> Result<Details, Error> {
+        let call = match target {
+            EmailTarget::ContactEmail => Call::VerifyContactEmail,
+            EmailTarget::OtpEmail(_) => Call::Other,
+        };
+        let checked = in_transaction(conn, |conn| {
+            let user = load_user(conn, principal, scope, user_id, call, Access::WriteOwnEmail, true)?;
+            let now = now_ms();
+            let Some(row) = target_row(conn, &user, target)? else {
+                return Ok(Checked::Unchanged(user.last_details()));
+            };
+            let Some(hash) = row.code_hash.as_deref().filter(|_| row.has_pending_code()) else {
+                return Ok(Checked::Unchanged(user.last_details()));
+            };
+            if row.code_failures >= self.policy.verify_max_attempts as i32 {
+                return Err(Rejection::new(
+                    Code::FailedPrecondition,
+                    ids::CODE_TOO_MANY_ATTEMPTS,
+                    "Too many attempts, request a new code",
+                )
+                .into());
+            }
+            if row.code_expires_at.is_none_or(|t| t <= now) {
+                return Err(Rejection::new(
+                    Code::FailedPrecondition,
+                    ids::CODE_EXPIRED,
+                    "Code is expired",
+                )
+                .into());
+            }
+            let prefix = event_prefix(target);
+            if self.keys.verify(row.id, code.as_str(), hash) {
+                diesel::update(user_emails::table.find(row.id))
+                    .set((
+                        user_emails::verified.eq(true),
+                        user_emails::code_hash.eq(None::<Vec<u8>>),
+                        user_emails::code_expires_at.eq(None::<DateTime<Utc>>),
+                        user_emails::code_failures.eq(0),
+                        user_emails::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                mail_job::supersede_unsent(conn, row.id, None, now)?;
+                let details = append_event(
+                    conn,
+                    &user,
+                    &format!("{prefix}.verified"),
+                    target_payload(target, &row),
+                    now,
+                )?;
+                Ok(Checked::Verified(details))
+            } else {
+                diesel::update(user_emails::table.find(row.id))
+                    .set((
+                        user_emails::code_failures.eq(row.code_failures + 1),
+                        user_emails::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                append_event(
+                    conn,
+                    &user,
+                    &format!("{prefix}.verification.failed"),
+                    target_payload(target, &row),
+                    now,
+                )?;
+                Ok(Checked::WrongCode)
+            }
+        })?;
+        match checked {
+            Checked::Verified(d) | Checked::Unchanged(d) => Ok(d),
+            Checked::WrongCode => {
+                Err(Rejection::invalid(ids::CODE_WRONG, "Code is invalid").into())
+            }
+        }
+    }
+
+    /// Resend contact email code / resend OTP Email code (SPEC 3.4).
+    pub fn resend_email_code(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+        target: EmailTarget<'_>,
+        delivery: &CodeDelivery,
+    ) -> Result<Outcome, Error> {
+        let call = match target {
+            EmailTarget::ContactEmail => Call::ResendContactEmailCode,
+            EmailTarget::OtpEmail(_) => Call::Other,
+        };
+        in_transaction(conn, |conn| {
+            let user = load_user(conn, principal, scope, user_id, call, Access::WriteOwnEmail, true)?;
+            let now = now_ms();
+            let row = target_row(conn, &user, target)?
+                .filter(EmailRow::has_pending_code)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        Code::FailedPrecondition,
+                        ids::NO_PENDING_CODE,
+                        "No code to resend: the address has no pending verification",
+                    )
+                })?;
+            let verification = match delivery {
+                CodeDelivery::SendCode(t) => {
+                    self.check_cooldown(conn, row.id, &row.address, now)?;
+                    Verification::SendCode(t.clone())
+                }
+                CodeDelivery::ReturnCode => Verification::ReturnCode,
+            };
+            let (code, job_id) = self.code_for(
+                conn,
+                &user,
+                row.id,
+                target.purpose(),
+                &row.address,
+                &verification,
+                now,
+            )?;
+            let details = append_event(
+                conn,
+                &user,
+                &format!("{}.code.resent", event_prefix(target)),
+                target_payload(target, &row),
+                now,
+            )?;
+            Ok(Outcome {
+                details,
+                verification_code: code,
+                otp_email_id: None,
+                job_id,
+            })
+        })
+    }
+
+    /// Remove OTP Email authenticator (SPEC 3.4): the authenticator is deleted and its unsent
+    /// mail superseded.
+    pub fn remove_otp_email(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+        otp_email_id: &str,
+    ) -> Result<Details, Error> {
+        in_transaction(conn, |conn| {
+            let user = load_user(conn, principal, scope, user_id, Call::Other, Access::WriteOwnEmail, true)?;
+            let now = now_ms();
+            let target = EmailTarget::OtpEmail(otp_email_id);
+            let row = target_row(conn, &user, target)?
+                .ok_or_else(|| Error::from(Rejection::otp_email_not_found()))?;
+            diesel::delete(user_emails::table.find(row.id)).execute(conn)?;
+            mail_job::supersede_unsent(conn, row.id, None, now)?;
+            append_event(
+                conn,
+                &user,
+                "user.otp_email.removed",
+                target_payload(target, &row),
+                now,
+            )
+        })
+    }
+
+    /// Makes the code a verification choice asks for: none for `isVerified`, a returned one
+    /// for `returnCode`, a mailed one (job + outbox row) for `sendCode`. The previous code of
+    /// the address stops working and its unsent mail is superseded.
+    #[allow(clippy::too_many_arguments)]
+    fn code_for(
+        &self,
+        conn: &mut PgConnection,
+        user: &UserRow,
+        email_id: i64,
+        purpose: Purpose,
+        address: &str,
+        verification: &Verification,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<String>, Option<i64>), Error> {
+        let (spec, ttl, default_template) = match purpose {
+            Purpose::ContactEmail => (
+                &self.policy.email,
+                self.policy.email_ttl,
+                &self.policy.default_url_template,
+            ),
+            Purpose::OtpEmail => (
+                &self.policy.otp_email,
+                self.policy.otp_email_ttl,
+                &self.policy.default_otp_email_url_template,
+            ),
+        };
+        let send_with: Option<&UrlTemplate> = match verification {
+            Verification::IsVerified => return Ok((None, None)),
+            Verification::ReturnCode => None,
+            Verification::SendCode(t) => Some(t.as_ref().unwrap_or(default_template)),
+        };
+        let code = spec.generate();
+        let expires = now
+            + chrono::Duration::from_std(ttl)
+                .map_err(|_| Error::Internal("code lifetime out of range".into()))?;
+        diesel::update(user_emails::table.find(email_id))
+            .set((
+                user_emails::code_hash.eq(Some(self.keys.hash(email_id, &code))),
+                user_emails::code_expires_at.eq(Some(expires)),
+                user_emails::code_failures.eq(0),
+                user_emails::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        let job_id = match send_with {
+            None => {
+                mail_job::supersede_unsent(conn, email_id, None, now)?;
+                return Ok((Some(code), None));
+            }
+            Some(template) => mail_job::enqueue(
+                conn,
+                &self.keys,
+                NewJob {
+                    instance_id: user.instance_id,
+                    org_id: user.org_id,
+                    user_id: user.id,
+                    email_id,
+                    purpose,
+                    recipient: address,
+                    url_template: template,
+                    code: &code,
+                    code_expires_at: expires,
+                },
+                now,
+            )?,
+        };
+        mail_job::supersede_unsent(conn, email_id, Some(job_id), now)?;
+        Ok((None, Some(job_id)))
+    }
+
+    /// SPEC 3.4 resend limit: 429 when a mail to this recipient for this address was enqueued
+    /// less than `RESEND_COOLDOWN` ago.
+    fn check_cooldown(
+        &self,
+        conn: &mut PgConnection,
+        email_id: i64,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let cooldown = self.policy.resend_cooldown;
+        if cooldown.is_zero() {
+            return Ok(());
+        }
+        let Some(last) = mail_job::last_enqueued_at(conn, email_id, recipient)? else {
+            return Ok(());
+        };
+        let elapsed = (now - last).to_std().unwrap_or_default();
+        if elapsed >= cooldown {
+            return Ok(());
+        }
+        let wait = cooldown - elapsed;
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut rejection = Rejection::new(
+            Code::ResourceExhausted,
+            ids::RESEND_COOLDOWN,
+            format!("A code was sent recently, try again in {seconds} s"),
+        );
+        rejection.retry_after = Some(seconds.max(1));
+        Err(rejection.into())
+    }
+}
+
+pub(super) fn contact_row(conn: &mut PgConnection, user_id: i64) -> Result<Option<EmailRow>, Error> {
+    Ok(user_emails::table
+        .filter(user_emails::user_id.eq(user_id))
+        .filter(user_emails::purpose.eq(Purpose::ContactEmail.as_str()))
+        .select(EmailRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The row a verify / resend / remove is about. A contact email may be missing (`None`); an
+/// unknown or foreign `otpEmailId` is 404 `COMMAND-b312D`.
+fn target_row(
+    conn: &mut PgConnection,
+    user: &UserRow,
+    target: EmailTarget<'_>,
+) -> Result<Option<EmailRow>, Error> {
+    match target {
+        EmailTarget::ContactEmail => contact_row(conn, user.id),
+        EmailTarget::OtpEmail(raw) => {
+            let id: i64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| Rejection::otp_email_not_found())?;
+            let row = user_emails::table
+                .filter(user_emails::id.eq(id))
+                .filter(user_emails::user_id.eq(user.id))
+                .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                .select(EmailRow::as_select())
+                .first(conn)
+                .optional()?;
+            row.map(Some).ok_or_else(|| Rejection::otp_email_not_found().into())
+        }
+    }
+}
+
+fn insert_email(
+    conn: &mut PgConnection,
+    user_id: i64,
+    purpose: Purpose,
+    address: &str,
+    verified: bool,
+    now: DateTime<Utc>,
+) -> Result<i64, Error> {
+    Ok(diesel::insert_into(user_emails::table)
+        .values((
+            user_emails::user_id.eq(user_id),
+            user_emails::purpose.eq(purpose.as_str()),
+            user_emails::address.eq(address),
+            user_emails::verified.eq(verified),
+            user_emails::created_at.eq(now),
+            user_emails::updated_at.eq(now),
+        ))
+        .returning(user_emails::id)
+        .get_result(conn)?)
+}
+
+fn event_prefix(target: EmailTarget<'_>) -> &'static str {
+    match target {
+        EmailTarget::ContactEmail => "user.email",
+        EmailTarget::OtpEmail(_) => "user.otp_email",
+    }
+}
+
+fn target_payload(target: EmailTarget<'_>, row: &EmailRow) -> serde_json::Value {
+    match target {
+        EmailTarget::ContactEmail => json!({}),
+        EmailTarget::OtpEmail(_) => json!({ "otpEmailId": row.id.to_string() }),
+    }
+}
+
+fn verification_name(v: &Verification) -> &'static str {
+    match v {
+        Verification::SendCode(_) => "send_code",
+        Verification::ReturnCode => "return_code",
+        Verification::IsVerified => "is_verified",
+    }
+}

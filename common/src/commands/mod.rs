@@ -1,0 +1,168 @@
+//! The domain commands: every rule of SPEC 2 and 3.4 lives here, once. The HTTP route
+//! families and gRPC only translate their wire format into these calls and the results back.
+//!
+//! Each command runs in one transaction: it locks the user row (so a user's changes are
+//! serialized and its event sequence has no gaps), checks in the order of SPEC 2 (lookup,
+//! then permission), changes state, appends one event and, when a mail is due, enqueues the
+//! mail job with its outbox row. Publishing happens after commit, outside the command.
+
+mod email;
+mod user;
+
+pub use email::EmailTarget;
+pub use user::{CreateUser, OtpEmailView, UserView};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::auth::{Access, Principal};
+use crate::config::CodePolicy;
+use crate::domain::CodeKeys;
+use crate::error::{Call, Error, Rejection};
+use crate::schema::{user_events, users};
+use crate::tenancy::{Scope, resolve_instance, resolve_org};
+
+/// What the commands need from configuration.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    pub keys: CodeKeys,
+    pub policy: CodePolicy,
+}
+
+/// Identifies the change a call made (or, when it changed nothing, the user's last change).
+/// The families render it differently (SPEC 3.2 / 3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Details {
+    pub user_id: i64,
+    pub sequence: i64,
+    pub change_date: DateTime<Utc>,
+    pub resource_owner: i64,
+    /// Set when the call created the resource.
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// The result of a call that may make a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub details: Details,
+    /// The plain code, only for `returnCode`.
+    pub verification_code: Option<String>,
+    /// The authenticator a call added.
+    pub otp_email_id: Option<i64>,
+    /// The mail job enqueued by the call: to publish after commit.
+    pub job_id: Option<i64>,
+}
+
+impl Outcome {
+    fn unchanged(details: Details) -> Self {
+        Outcome {
+            details,
+            verification_code: None,
+            otp_email_id: None,
+            job_id: None,
+        }
+    }
+}
+
+/// The user row as the commands need it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub(crate) struct UserRow {
+    pub id: i64,
+    pub instance_id: i64,
+    pub org_id: i64,
+    pub username: Option<String>,
+    pub last_sequence: i64,
+    pub last_changed_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub(crate) fn last_details(&self) -> Details {
+        Details {
+            user_id: self.id,
+            sequence: self.last_sequence,
+            change_date: self.last_changed_at,
+            resource_owner: self.org_id,
+            created: None,
+        }
+    }
+}
+
+/// Finds the user a call is about, in the order of SPEC 2: instance, user, organization
+/// (all "not found" with the call's id), then the permission (403). `lock` takes the row for
+/// the rest of the transaction.
+pub(crate) fn load_user(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    scope: &Scope,
+    user_id: &str,
+    call: Call,
+    access: Access,
+    lock: bool,
+) -> Result<UserRow, Error> {
+    let not_found = || Error::from(Rejection::user_not_found(call));
+    let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
+        .ok_or_else(not_found)?;
+    let id: i64 = user_id.trim().parse().map_err(|_| not_found())?;
+    let query = users::table
+        .filter(users::id.eq(id))
+        .filter(users::instance_id.eq(instance_id))
+        .filter(users::deleted_at.is_null())
+        .select(UserRow::as_select());
+    let user = if lock {
+        query.for_update().first(conn).optional()?
+    } else {
+        query.first(conn).optional()?
+    }
+    .ok_or_else(not_found)?;
+    if let Some(org) = &scope.organization {
+        let org_id = resolve_org(conn, instance_id, org)?.ok_or_else(not_found)?;
+        if org_id != user.org_id {
+            return Err(not_found());
+        }
+    }
+    principal.authorize(access, user.id, user.org_id)?;
+    Ok(user)
+}
+
+/// Appends the next event of the user's history and returns its details.
+pub(crate) fn append_event(
+    conn: &mut PgConnection,
+    user: &UserRow,
+    event_type: &str,
+    payload: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<Details, Error> {
+    let sequence = user.last_sequence + 1;
+    diesel::insert_into(user_events::table)
+        .values((
+            user_events::user_id.eq(user.id),
+            user_events::sequence.eq(sequence),
+            user_events::instance_id.eq(user.instance_id),
+            user_events::event_type.eq(event_type),
+            user_events::payload.eq(payload),
+            user_events::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    diesel::update(users::table.find(user.id))
+        .set((
+            users::last_sequence.eq(sequence),
+            users::last_changed_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(Details {
+        user_id: user.id,
+        sequence,
+        change_date: now,
+        resource_owner: user.org_id,
+        created: None,
+    })
+}
+
+/// Runs a command body in a transaction.
+pub(crate) fn in_transaction<T>(
+    conn: &mut PgConnection,
+    body: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    conn.transaction(body)
+}

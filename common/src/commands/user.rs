@@ -1,0 +1,202 @@
+//! The supporting user calls (SPEC 3.5): create, get, delete.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::json;
+
+use super::email::contact_row;
+use super::{Commands, Details, Outcome, UserRow, append_event, in_transaction, load_user};
+use crate::auth::{Access, Principal};
+use crate::domain::{SetEmail, Verification};
+use crate::error::{Call, Code, Error, Rejection, ids};
+use crate::mail_job::{self, Purpose};
+use crate::schema::{user_emails, users};
+use crate::tenancy::{OrgRef, Scope, first_org, resolve_instance, resolve_org};
+use crate::time::now_ms;
+
+/// Longest username accepted, in characters.
+pub const USERNAME_MAX_LEN: usize = 200;
+
+/// A valid create-user request.
+#[derive(Debug, Clone, Default)]
+pub struct CreateUser {
+    pub organization: Option<OrgRef>,
+    pub username: Option<String>,
+    pub email: Option<SetEmail>,
+}
+
+impl CreateUser {
+    pub fn parse_username(raw: Option<&str>) -> Result<Option<String>, Rejection> {
+        let Some(raw) = raw else { return Ok(None) };
+        let name = raw.trim();
+        let len = name.chars().count();
+        if len == 0 || len > USERNAME_MAX_LEN || name.chars().any(char::is_control) {
+            return Err(Rejection::invalid(
+                ids::USERNAME_INVALID,
+                "username must be 1 to 200 characters without control characters",
+            ));
+        }
+        Ok(Some(name.to_owned()))
+    }
+}
+
+/// What `GET /v3alpha/users/{id}` shows. Never a code or a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    pub id: i64,
+    pub organization_id: i64,
+    pub username: Option<String>,
+    /// Contact email: address and verified flag.
+    pub contact_email: Option<(String, bool)>,
+    pub otp_emails: Vec<OtpEmailView>,
+    pub details: Details,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpEmailView {
+    pub id: i64,
+    pub address: String,
+    pub verified: bool,
+}
+
+impl Commands {
+    /// Create user: in the named organization, else the token's, else the instance's first.
+    pub fn create_user(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        request: &CreateUser,
+    ) -> Result<Outcome, Error> {
+        in_transaction(conn, |conn| {
+            let org_not_found =
+                || Error::from(Rejection::new(Code::NotFound, ids::ORG_NOT_FOUND, "Organization could not be found"));
+            let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
+                .ok_or_else(org_not_found)?;
+            let org_id = match request.organization.as_ref().or(scope.organization.as_ref()) {
+                Some(org) => resolve_org(conn, instance_id, org)?.ok_or_else(org_not_found)?,
+                None => match principal.org_id {
+                    Some(own) => own,
+                    None => first_org(conn, instance_id)?.ok_or_else(org_not_found)?,
+                },
+            };
+            if !principal.can_write || principal.org_id.is_some_and(|o| o != org_id) {
+                return Err(Rejection::permission_denied().into());
+            }
+            if let Some(name) = &request.username {
+                let taken: bool = diesel::select(diesel::dsl::exists(
+                    users::table
+                        .filter(users::instance_id.eq(instance_id))
+                        .filter(users::deleted_at.is_null())
+                        .filter(
+                            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(username) = lower(")
+                                .bind::<diesel::sql_types::Text, _>(name)
+                                .sql(")"),
+                        ),
+                ))
+                .get_result(conn)?;
+                if taken {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        ids::USERNAME_TAKEN,
+                        "Username is already taken",
+                    )
+                    .into());
+                }
+            }
+            let now = now_ms();
+            let user = diesel::insert_into(users::table)
+                .values((
+                    users::instance_id.eq(instance_id),
+                    users::org_id.eq(org_id),
+                    users::username.eq(&request.username),
+                    users::created_at.eq(now),
+                    users::last_sequence.eq(0),
+                    users::last_changed_at.eq(now),
+                ))
+                .returning(UserRow::as_returning())
+                .get_result(conn)?;
+            let (code, job_id) = match &request.email {
+                Some(email) => self.replace_contact_email(conn, &user, None, email, now)?,
+                None => (None, None),
+            };
+            let mut details = append_event(
+                conn,
+                &user,
+                "user.created",
+                json!({
+                    "username": request.username,
+                    "email": request.email.as_ref().map(|e| e.address.as_str()),
+                    "emailVerified": request.email.as_ref().map(|e| e.verification == Verification::IsVerified),
+                }),
+                now,
+            )?;
+            details.created = Some(now);
+            Ok(Outcome {
+                details,
+                verification_code: code,
+                otp_email_id: None,
+                job_id,
+            })
+        })
+    }
+
+    /// Get user.
+    pub fn get_user(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+    ) -> Result<UserView, Error> {
+        let user = load_user(conn, principal, scope, user_id, Call::Other, Access::Read, false)?;
+        let contact = contact_row(conn, user.id)?;
+        let otp: Vec<(i64, String, bool, DateTime<Utc>)> = user_emails::table
+            .filter(user_emails::user_id.eq(user.id))
+            .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+            .select((
+                user_emails::id,
+                user_emails::address,
+                user_emails::verified,
+                user_emails::created_at,
+            ))
+            .order((user_emails::created_at.asc(), user_emails::id.asc()))
+            .load(conn)?;
+        Ok(UserView {
+            id: user.id,
+            organization_id: user.org_id,
+            username: user.username.clone(),
+            contact_email: contact.map(|c| (c.address, c.verified)),
+            otp_emails: otp
+                .into_iter()
+                .map(|(id, address, verified, _)| OtpEmailView {
+                    id,
+                    address,
+                    verified,
+                })
+                .collect(),
+            details: user.last_details(),
+        })
+    }
+
+    /// Delete user: gone for every later call; unsent mail cancelled.
+    pub fn delete_user(
+        &self,
+        conn: &mut PgConnection,
+        principal: &Principal,
+        scope: &Scope,
+        user_id: &str,
+    ) -> Result<Details, Error> {
+        in_transaction(conn, |conn| {
+            let user = load_user(conn, principal, scope, user_id, Call::Other, Access::Administer, true)?;
+            let now = now_ms();
+            let details = append_event(conn, &user, "user.removed", json!({}), now)?;
+            diesel::update(users::table.find(user.id))
+                .set(users::deleted_at.eq(Some(now)))
+                .execute(conn)?;
+            diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id))).execute(conn)?;
+            mail_job::cancel_unsent_for_user(conn, user.id, now)?;
+            Ok(details)
+        })
+    }
+}

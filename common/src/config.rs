@@ -1,0 +1,267 @@
+//! Configuration shared by the processes: each option is an environment variable and a flag of
+//! the same name (SPEC 7). The binaries compose these groups with `#[command(flatten)]`, so a
+//! variable is declared, documented and validated once.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::{ArgAction, Args, ValueEnum};
+
+use crate::domain::{CodeKeys, CodeSpec, UrlTemplate};
+
+/// Parses `500ms`, `30s`, `5m`, `1h` (and combinations such as `1m30s`).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|e| format!("invalid duration {raw:?}: {e}"))
+}
+
+/// Renders a duration the way it is configured (`30s`, `1h`).
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/contact_email",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Connections kept in the pool of this process.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AmqpArgs {
+    /// RabbitMQ connection URL (the vhost is the path, `%2f` for `/`).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+}
+
+/// The key protecting codes: needed by the api (hash, encrypt) and the worker (decrypt).
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Standard base64 of 32 random bytes (`openssl rand -base64 32`). Required unless
+    /// DEV_MODE is true, where a fixed, public development key is used with a warning.
+    #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true, value_parser = parse_key)]
+    pub code_encryption_key: Option<KeyBytes>,
+
+    /// Development mode: allows running without CODE_ENCRYPTION_KEY.
+    #[arg(long, env = "DEV_MODE", default_value_t = true, action = ArgAction::Set)]
+    pub dev_mode: bool,
+}
+
+/// A parsed `CODE_ENCRYPTION_KEY`.
+#[derive(Clone)]
+pub struct KeyBytes([u8; 32]);
+
+impl std::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyBytes(..)")
+    }
+}
+
+fn parse_key(raw: &str) -> Result<KeyBytes, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| "must be standard base64 of 32 random bytes".to_string())?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "must decode to exactly 32 bytes".to_string())?;
+    Ok(KeyBytes(key))
+}
+
+/// Publicly known; only for DEV_MODE.
+const DEV_KEY: [u8; 32] = *b"contact-email-dev-key-not-secret";
+
+impl KeyArgs {
+    /// The code keys, or the configuration error naming the variable.
+    pub fn keys(&self) -> Result<CodeKeys, ConfigError> {
+        match (&self.code_encryption_key, self.dev_mode) {
+            (Some(k), _) => Ok(CodeKeys::from_master(&k.0)),
+            (None, true) => {
+                tracing::warn!(
+                    "CODE_ENCRYPTION_KEY is not set: using the public development key; \
+                     set CODE_ENCRYPTION_KEY (and DEV_MODE=false) in production"
+                );
+                Ok(CodeKeys::from_master(&DEV_KEY))
+            }
+            (None, false) => Err(ConfigError::new(
+                "CODE_ENCRYPTION_KEY",
+                "is required when DEV_MODE is false (standard base64 of 32 random bytes)",
+            )),
+        }
+    }
+}
+
+/// Code lifetimes, shapes and the limits around them (used by the api's commands).
+#[derive(Args, Debug, Clone)]
+pub struct CodeArgs {
+    /// Lifetime of a contact email code.
+    #[arg(long, env = "EMAIL_CODE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub email_code_ttl: Duration,
+
+    /// Lifetime of an OTP Email code.
+    #[arg(long, env = "OTP_EMAIL_CODE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub otp_email_code_ttl: Duration,
+
+    /// Characters in a contact email code.
+    #[arg(long, env = "EMAIL_CODE_LENGTH", default_value_t = 6)]
+    pub email_code_length: usize,
+
+    /// Characters a contact email code is drawn from.
+    #[arg(long, env = "EMAIL_CODE_ALPHABET", default_value = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")]
+    pub email_code_alphabet: String,
+
+    /// Characters in an OTP Email code.
+    #[arg(long, env = "OTP_EMAIL_CODE_LENGTH", default_value_t = 8)]
+    pub otp_email_code_length: usize,
+
+    /// Characters an OTP Email code is drawn from.
+    #[arg(long, env = "OTP_EMAIL_CODE_ALPHABET", default_value = "0123456789")]
+    pub otp_email_code_alphabet: String,
+
+    /// Wrong codes before a code is void.
+    #[arg(long, env = "VERIFY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub verify_max_attempts: u32,
+
+    /// At most one mail per this time to the same recipient, user and purpose (`0s`: off).
+    #[arg(long, env = "RESEND_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub resend_cooldown: Duration,
+
+    /// Contact email link when the request gives none.
+    #[arg(
+        long,
+        env = "DEFAULT_URL_TEMPLATE",
+        default_value = "http://localhost:8080/ui/login/mail/verification?userID={{UserID}}&code={{Code}}&orgID={{OrgID}}"
+    )]
+    pub default_url_template: String,
+
+    /// OTP Email link when the request gives none.
+    #[arg(
+        long,
+        env = "DEFAULT_OTP_EMAIL_URL_TEMPLATE",
+        default_value = "http://localhost:8080/ui/login/otp/email/verify?userID={{UserID}}&code={{Code}}&orgID={{OrgID}}"
+    )]
+    pub default_otp_email_url_template: String,
+}
+
+/// The checked form of [`CodeArgs`].
+#[derive(Debug, Clone)]
+pub struct CodePolicy {
+    pub email: CodeSpec,
+    pub otp_email: CodeSpec,
+    pub email_ttl: Duration,
+    pub otp_email_ttl: Duration,
+    pub verify_max_attempts: u32,
+    pub resend_cooldown: Duration,
+    pub default_url_template: UrlTemplate,
+    pub default_otp_email_url_template: UrlTemplate,
+}
+
+impl CodeArgs {
+    pub fn policy(&self) -> Result<CodePolicy, ConfigError> {
+        let spec = |var: &'static str, len, alphabet: &str| {
+            CodeSpec::new(len, alphabet).map_err(|e| ConfigError::new(var, e))
+        };
+        let template = |var: &'static str, raw: &str| {
+            UrlTemplate::parse(raw, var).map_err(|e| ConfigError::new(var, e.message.into_owned()))
+        };
+        let positive = |var: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::new(var, "must be longer than 0s"))
+            } else {
+                Ok(d)
+            }
+        };
+        Ok(CodePolicy {
+            email: spec(
+                "EMAIL_CODE_LENGTH/EMAIL_CODE_ALPHABET",
+                self.email_code_length,
+                &self.email_code_alphabet,
+            )?,
+            otp_email: spec(
+                "OTP_EMAIL_CODE_LENGTH/OTP_EMAIL_CODE_ALPHABET",
+                self.otp_email_code_length,
+                &self.otp_email_code_alphabet,
+            )?,
+            email_ttl: positive("EMAIL_CODE_TTL", self.email_code_ttl)?,
+            otp_email_ttl: positive("OTP_EMAIL_CODE_TTL", self.otp_email_code_ttl)?,
+            verify_max_attempts: self.verify_max_attempts,
+            resend_cooldown: self.resend_cooldown,
+            default_url_template: template("DEFAULT_URL_TEMPLATE", &self.default_url_template)?,
+            default_otp_email_url_template: template(
+                "DEFAULT_OTP_EMAIL_URL_TEMPLATE",
+                &self.default_otp_email_url_template,
+            )?,
+        })
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// `pretty` or `json`; default: pretty on a terminal, else json.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl LogArgs {
+    pub fn format(&self) -> LogFormat {
+        self.log_format.unwrap_or_else(|| {
+            if std::io::stderr().is_terminal() {
+                LogFormat::Pretty
+            } else {
+                LogFormat::Json
+            }
+        })
+    }
+}
+
+/// A configuration value that passed clap but not the service's own rules.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_the_spec_notation() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("30").is_err());
+    }
+}

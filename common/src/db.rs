@@ -1,0 +1,133 @@
+//! PostgreSQL access: creating the database when missing, embedded migrations, the connection
+//! pool, and running Diesel (synchronous) off the async runtime.
+//!
+//! Diesel runs on tokio's blocking pool with an r2d2 pool of connections (DESIGN decision 7):
+//! one choice for the whole project, so no query blocks a runtime thread.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::Error;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// How long a request waits for a free connection before it is answered 503.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Arbitrary constant for the advisory lock that serializes migrations between replicas.
+const MIGRATION_LOCK: i64 = 0x636f_6e74_6163_74;
+
+/// Creates the database named in `url` if it does not exist yet (connecting to the server's
+/// `postgres` database to do so). Safe when several processes race to create it.
+pub fn ensure_database(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("DATABASE_URL is not a URL: {e}"))?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Err("DATABASE_URL names no database".into());
+    }
+    let name = percent_encoding::percent_decode_str(&name)
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut admin_url = parsed.clone();
+    admin_url.set_path("/postgres");
+    let mut admin = match PgConnection::establish(admin_url.as_str()) {
+        Ok(c) => c,
+        // No maintenance database we can reach: let the real connection report the problem.
+        Err(_) => return Ok(()),
+    };
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let exists: Exists = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+        .bind::<diesel::sql_types::Text, _>(&name)
+        .get_result(&mut admin)
+        .map_err(|e| format!("cannot query the database list: {e}"))?;
+    if !exists.exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it meanwhile (duplicate_database / unique violation).
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("already exists") => {}
+            Err(e) => return Err(format!("cannot create database {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Applies pending migrations; replicas starting together take turns.
+pub fn run_migrations(conn: &mut PgConnection) -> Result<usize, String> {
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(conn)
+        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|applied| applied.len())
+        .map_err(|e| format!("migration failed: {e}"));
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn);
+    result
+}
+
+/// Creates the database if needed and applies migrations (`api migrate`, `api serve`).
+pub fn prepare(url: &str) -> Result<usize, String> {
+    ensure_database(url)?;
+    let mut conn =
+        PgConnection::establish(url).map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+    run_migrations(&mut conn)
+}
+
+/// A pool that connects lazily, so a process starts (and reports unready) while PostgreSQL
+/// is down.
+pub fn pool(url: &str, size: u32) -> PgPool {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .test_on_check_out(false)
+        .build_unchecked(ConnectionManager::new(url))
+}
+
+/// Runs `f` with a pooled connection on the blocking pool.
+pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| Error::DatabaseUnavailable(e.to_string()))?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
+}
+
+/// `SELECT 1` within `timeout`: the readiness probe.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
+    let pool = pool.clone();
+    let probe = tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get_timeout(timeout).ok()?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).ok()
+    });
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(Some(_))))
+}
+
+/// A new id from the database's id generator (`next_id()`, see the first migration).
+pub fn next_id(conn: &mut PgConnection) -> QueryResult<i64> {
+    diesel::select(next_id_sql()).get_result(conn)
+}
+
+diesel::define_sql_function! {
+    #[sql_name = "next_id"]
+    fn next_id_sql() -> diesel::sql_types::Int8;
+}

@@ -1,0 +1,274 @@
+//! `UrlTemplate`: a client's link template (SPEC 5), checked once when a request brings it and
+//! rendered by the worker with the real values.
+//!
+//! Only plain variable references are allowed: `{{UserID}}`, `{{Code}}`, `{{OrgID}}` (also
+//! `userId`, `code`, `orgId`) and ZITADEL's Go-template spelling `{{.UserID}}`. Values are
+//! percent-encoded as URL components, never HTML-escaped.
+
+use std::sync::OnceLock;
+
+use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
+use handlebars::{Handlebars, Path, PathSeg};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+
+use crate::error::{Rejection, ids};
+
+/// Longest template accepted, in characters.
+pub const MAX_LEN: usize = 200;
+
+const VARIABLES: [&str; 6] = ["UserID", "Code", "OrgID", "userId", "code", "orgId"];
+
+/// Characters left as they are in a URL component (RFC 3986 "unreserved").
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A template that parsed, uses only the allowed variables, and renders to an http(s) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate(String);
+
+/// The values a link is rendered with.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkValues<'a> {
+    pub user_id: &'a str,
+    pub code: &'a str,
+    pub org_id: &'a str,
+}
+
+impl UrlTemplate {
+    /// Checks a template from a request. `Ok(None)` when none was given (`""`).
+    pub fn parse_optional(raw: &str, field: &str) -> Result<Option<Self>, Rejection> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Self::parse(raw, field).map(Some)
+    }
+
+    /// Checks a template: syntax (`DOMAIN-oGh5e`), allowed variables and an absolute http(s)
+    /// result with sample values (`DOMAIN-ieYa7`), length (code 3).
+    pub fn parse(raw: &str, field: &str) -> Result<Self, Rejection> {
+        if raw.chars().count() > MAX_LEN {
+            return Err(Rejection::invalid(
+                ids::TEMPLATE_TOO_LONG,
+                format!("{field} must be at most {MAX_LEN} characters"),
+            ));
+        }
+        let source = from_go_spelling(raw);
+        let template = Template::compile(&source).map_err(|e| {
+            Rejection::invalid(
+                ids::TEMPLATE_SYNTAX,
+                format!("{field} is not a valid template: {}", e.reason()),
+            )
+        })?;
+        check_elements(&template.elements).map_err(|why| {
+            Rejection::invalid(ids::TEMPLATE_INVALID, format!("{field} is not allowed: {why}"))
+        })?;
+        let parsed = UrlTemplate(source);
+        let sample = parsed
+            .render(LinkValues {
+                user_id: "123456789012345678",
+                code: "ABC123",
+                org_id: "987654321098765432",
+            })
+            .map_err(|why| {
+                Rejection::invalid(ids::TEMPLATE_INVALID, format!("{field} is not allowed: {why}"))
+            })?;
+        match url::Url::parse(&sample) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(parsed),
+            _ => Err(Rejection::invalid(
+                ids::TEMPLATE_INVALID,
+                format!("{field} must render to an absolute http or https URL"),
+            )),
+        }
+    }
+
+    /// A template known to be valid (read back from a mail job or from configuration that was
+    /// checked at start).
+    pub fn trusted(source: String) -> Self {
+        UrlTemplate(source)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Renders the link; every value is percent-encoded as a URL component.
+    pub fn render(&self, values: LinkValues<'_>) -> Result<String, String> {
+        #[derive(Serialize)]
+        struct Data {
+            #[serde(rename = "UserID")]
+            user_id_go: String,
+            #[serde(rename = "Code")]
+            code_go: String,
+            #[serde(rename = "OrgID")]
+            org_id_go: String,
+            #[serde(rename = "userId")]
+            user_id: String,
+            code: String,
+            #[serde(rename = "orgId")]
+            org_id: String,
+        }
+        let enc = |s: &str| utf8_percent_encode(s, COMPONENT).to_string();
+        let data = Data {
+            user_id_go: enc(values.user_id),
+            code_go: enc(values.code),
+            org_id_go: enc(values.org_id),
+            user_id: enc(values.user_id),
+            code: enc(values.code),
+            org_id: enc(values.org_id),
+        };
+        renderer()
+            .render_template(&self.0, &data)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One registry for every render: strict, no escaping (values are encoded beforehand), no
+/// helpers reachable because templates with helpers never get past [`check_elements`].
+fn renderer() -> &'static Handlebars<'static> {
+    static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb
+    })
+}
+
+/// Rewrites ZITADEL's Go-template references `{{.Name}}` / `{{ .Name }}` to `{{Name}}`.
+fn from_go_spelling(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(pos) = rest.find("{{") {
+        out.push_str(&rest[..pos + 2]);
+        rest = &rest[pos + 2..];
+        let after_space = rest.trim_start_matches(' ');
+        if let Some(name) = after_space.strip_prefix('.')
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            out.push_str(&rest[..rest.len() - after_space.len()]);
+            rest = name;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_elements(elements: &[TemplateElement]) -> Result<(), String> {
+    for element in elements {
+        match element {
+            TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                check_reference(h)?
+            }
+            TemplateElement::HelperBlock(_) => return Err("blocks are not allowed".into()),
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return Err("partials are not allowed".into());
+            }
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Err("decorators are not allowed".into());
+            }
+            _ => return Err("unsupported template element".into()),
+        }
+    }
+    Ok(())
+}
+
+fn check_reference(h: &HelperTemplate) -> Result<(), String> {
+    if h.block || !h.params.is_empty() || !h.hash.is_empty() || h.template.is_some() {
+        return Err("helpers are not allowed".into());
+    }
+    let name = match &h.name {
+        Parameter::Name(n) => n.as_str(),
+        Parameter::Path(Path::Relative((segs, raw))) => match segs.as_slice() {
+            [PathSeg::Named(n)] if n == raw => n.as_str(),
+            _ => return Err(format!("unknown variable {raw}")),
+        },
+        Parameter::Path(Path::Local((_, _, raw))) => {
+            return Err(format!("unknown variable {raw}"));
+        }
+        _ => return Err("only variables are allowed".into()),
+    };
+    if VARIABLES.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown variable {name} (allowed: UserID, Code, OrgID)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALUES: LinkValues<'static> = LinkValues {
+        user_id: "42",
+        code: "A B&C/é",
+        org_id: "7",
+    };
+
+    fn id_of(raw: &str) -> &'static str {
+        UrlTemplate::parse(raw, "urlTemplate").expect_err(raw).id
+    }
+
+    #[test]
+    fn renders_both_spellings_with_percent_encoded_values() {
+        for raw in [
+            "https://ex.com/v?u={{UserID}}&c={{Code}}&o={{OrgID}}",
+            "https://ex.com/v?u={{.UserID}}&c={{.Code}}&o={{ .OrgID }}",
+            "https://ex.com/v?u={{userId}}&c={{code}}&o={{orgId}}",
+            "https://ex.com/v?u={{{UserID}}}&c={{{Code}}}&o={{OrgID}}",
+        ] {
+            let t = UrlTemplate::parse(raw, "urlTemplate").expect(raw);
+            assert_eq!(
+                t.render(VALUES).unwrap(),
+                "https://ex.com/v?u=42&c=A%20B%26C%2F%C3%A9&o=7",
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_domain_ogh5e() {
+        assert_eq!(id_of("https://ex.com/{{UserID"), ids::TEMPLATE_SYNTAX);
+        assert_eq!(id_of("https://ex.com/{{#if Code}}"), ids::TEMPLATE_SYNTAX);
+    }
+
+    #[test]
+    fn unknown_variables_helpers_blocks_partials_and_bad_urls_are_domain_iey_a7() {
+        for raw in [
+            "https://ex.com/{{Nope}}",
+            "https://ex.com/{{this}}",
+            "https://ex.com/{{../Code}}",
+            "https://ex.com/{{@root.Code}}",
+            "https://ex.com/{{lookup this \"Code\"}}",
+            "https://ex.com/{{log Code}}",
+            "https://ex.com/{{#if Code}}x{{/if}}",
+            "https://ex.com/{{#each Code}}x{{/each}}",
+            "https://ex.com/{{> other}}",
+            "https://ex.com/{{Code.len}}",
+            "{{Code}}",
+            "ftp://ex.com/{{Code}}",
+            "javascript:alert({{Code}})",
+            "/relative/{{Code}}",
+        ] {
+            assert_eq!(id_of(raw), ids::TEMPLATE_INVALID, "{raw}");
+        }
+    }
+
+    #[test]
+    fn length_is_limited_and_empty_means_not_given() {
+        let long = format!("https://ex.com/{}", "a".repeat(MAX_LEN));
+        assert_eq!(id_of(&long), ids::TEMPLATE_TOO_LONG);
+        assert_eq!(UrlTemplate::parse_optional("", "t").unwrap(), None);
+    }
+
+    #[test]
+    fn go_spelling_rewrite_leaves_other_braces_alone() {
+        assert_eq!(from_go_spelling("a{{.X}}b{{ .Y}}c{{../z}}"), "a{{X}}b{{ Y}}c{{../z}}");
+    }
+}

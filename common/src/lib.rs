@@ -1,0 +1,17 @@
+//! The contact email service's shared core: domain types and commands, PostgreSQL schema and
+//! migrations, configuration, code crypto, mail jobs, the outbox and the AMQP topology.
+//! No HTTP and no SMTP here; those belong to the `api` and `worker` crates.
+
+pub mod amqp;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod mail_job;
+pub mod outbox;
+pub mod schema;
+pub mod telemetry;
+pub mod tenancy;
+pub mod time;

@@ -1,0 +1,12 @@
+DROP TABLE outbox;
+DROP TABLE mail_attempts;
+DROP TABLE mail_jobs;
+DROP TABLE api_tokens;
+DROP TABLE user_events;
+DROP TABLE user_emails;
+DROP TABLE users;
+DROP TABLE organizations;
+DROP TABLE instance_domains;
+DROP TABLE instances;
+DROP FUNCTION next_id();
+DROP SEQUENCE id_seq;
