@@ -5,11 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use lapin::Confirmation;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,10 @@ pub const TRACEPARENT: &str = "traceparent";
 
 fn quorum(extra: &[(&str, AMQPValue)]) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     for (k, v) in extra {
         args.insert(ShortString::from(*k), v.clone());
     }
@@ -252,10 +255,13 @@ impl Publisher {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Connects now (declaring the topology) so health reflects the broker from the start.
-    pub async fn warm_up(&self) -> Result<(), PublishError> {
+    /// Connects if not connected (declaring the topology) and records whether the broker is
+    /// reachable. Called periodically so health tells the truth between publishes.
+    pub async fn ensure_connected(&self) -> Result<(), PublishError> {
         let mut link = self.link.lock().await;
-        self.ensure(&mut link).await.map(|_| ())
+        let result = self.ensure(&mut link).await.map(|_| ());
+        self.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
     }
 
     async fn ensure<'a>(
@@ -302,7 +308,9 @@ impl Publisher {
         traceparent: Option<&str>,
     ) -> Result<Vec<i64>, PublishError> {
         let mut link = self.link.lock().await;
-        let result = self.publish_on(&mut link, job_ids, route, traceparent).await;
+        let result = self
+            .publish_on(&mut link, job_ids, route, traceparent)
+            .await;
         match &result {
             Ok(_) => self.healthy.store(true, Ordering::Relaxed),
             Err(e) => {
@@ -310,7 +318,11 @@ impl Publisher {
                 self.healthy.store(false, Ordering::Relaxed);
                 // The channel's confirm state is unknown now: start over on a fresh one.
                 if let Some((conn, _)) = link.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "reset".into())).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        conn.close(200, "reset".into()),
+                    )
+                    .await;
                 }
             }
         }
@@ -386,7 +398,9 @@ impl Publisher {
     /// Closes the connection gracefully (flushes what is in flight).
     pub async fn close(&self) {
         if let Some((conn, _)) = self.link.lock().await.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into())).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into()))
+                    .await;
         }
     }
 }
@@ -397,11 +411,26 @@ mod tests {
 
     #[test]
     fn the_tier_is_the_smallest_at_or_above_the_delay() {
-        assert_eq!(RetryTier::for_delay(Duration::from_millis(200)).name, "mail.retry.1s");
-        assert_eq!(RetryTier::for_delay(Duration::from_secs(5)).name, "mail.retry.5s");
-        assert_eq!(RetryTier::for_delay(Duration::from_secs(6)).name, "mail.retry.30s");
-        assert_eq!(RetryTier::for_delay(Duration::from_secs(299)).name, "mail.retry.5m");
-        assert_eq!(RetryTier::for_delay(Duration::from_secs(7200)).name, "mail.retry.30m");
+        assert_eq!(
+            RetryTier::for_delay(Duration::from_millis(200)).name,
+            "mail.retry.1s"
+        );
+        assert_eq!(
+            RetryTier::for_delay(Duration::from_secs(5)).name,
+            "mail.retry.5s"
+        );
+        assert_eq!(
+            RetryTier::for_delay(Duration::from_secs(6)).name,
+            "mail.retry.30s"
+        );
+        assert_eq!(
+            RetryTier::for_delay(Duration::from_secs(299)).name,
+            "mail.retry.5m"
+        );
+        assert_eq!(
+            RetryTier::for_delay(Duration::from_secs(7200)).name,
+            "mail.retry.30m"
+        );
     }
 
     #[test]

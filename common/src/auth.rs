@@ -97,26 +97,30 @@ pub fn mint(conn: &mut PgConnection, new: NewToken<'_>) -> Result<String, Error>
     Ok(token)
 }
 
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = api_tokens)]
+struct TokenRow {
+    id: i64,
+    instance_id: i64,
+    org_id: Option<i64>,
+    subject_user_id: Option<i64>,
+    permissions: Vec<String>,
+}
+
 /// The principal of a bearer token, or `None` when the token is unknown.
 pub fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Principal>, Error> {
-    let row: Option<(i64, i64, Option<i64>, Option<i64>, Vec<String>)> = api_tokens::table
+    let row: Option<TokenRow> = api_tokens::table
         .filter(api_tokens::token_hash.eq(hash(token)))
-        .select((
-            api_tokens::id,
-            api_tokens::instance_id,
-            api_tokens::org_id,
-            api_tokens::subject_user_id,
-            api_tokens::permissions,
-        ))
+        .select(TokenRow::as_select())
         .first(conn)
         .optional()?;
-    Ok(row.map(|(token_id, instance_id, org_id, subject_user_id, perms)| Principal {
-        token_id,
-        instance_id,
-        org_id,
-        subject_user_id,
-        can_read: perms.iter().any(|p| p == USER_READ),
-        can_write: perms.iter().any(|p| p == USER_WRITE),
+    Ok(row.map(|t| Principal {
+        token_id: t.id,
+        instance_id: t.instance_id,
+        org_id: t.org_id,
+        subject_user_id: t.subject_user_id,
+        can_read: t.permissions.iter().any(|p| p == USER_READ),
+        can_write: t.permissions.iter().any(|p| p == USER_WRITE),
     }))
 }
 

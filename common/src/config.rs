@@ -120,7 +120,11 @@ pub struct CodeArgs {
     pub email_code_length: usize,
 
     /// Characters a contact email code is drawn from.
-    #[arg(long, env = "EMAIL_CODE_ALPHABET", default_value = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")]
+    #[arg(
+        long,
+        env = "EMAIL_CODE_ALPHABET",
+        default_value = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    )]
     pub email_code_alphabet: String,
 
     /// Characters in an OTP Email code.
@@ -230,6 +234,28 @@ impl LogArgs {
                 LogFormat::Json
             }
         })
+    }
+}
+
+/// Reports a command-line / environment error the way SPEC 7 asks: exit 2; a bad value is
+/// one line naming the variable. Help and version go to stdout with exit 0.
+pub fn exit_on_clap_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            std::process::ExitCode::SUCCESS
+        }
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: invalid value");
+            eprintln!("{first}");
+            std::process::ExitCode::from(2)
+        }
+        _ => {
+            let _ = e.print();
+            std::process::ExitCode::from(2)
+        }
     }
 }
 

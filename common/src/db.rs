@@ -21,7 +21,7 @@ pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Arbitrary constant for the advisory lock that serializes migrations between replicas.
-const MIGRATION_LOCK: i64 = 0x636f_6e74_6163_74;
+const MIGRATION_LOCK: i64 = 0x0063_6f6e_7461_6374;
 
 /// Creates the database named in `url` if it does not exist yet (connecting to the server's
 /// `postgres` database to do so). Safe when several processes race to create it.
@@ -46,10 +46,11 @@ pub fn ensure_database(url: &str) -> Result<(), String> {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         exists: bool,
     }
-    let exists: Exists = diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
-        .bind::<diesel::sql_types::Text, _>(&name)
-        .get_result(&mut admin)
-        .map_err(|e| format!("cannot query the database list: {e}"))?;
+    let exists: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result(&mut admin)
+            .map_err(|e| format!("cannot query the database list: {e}"))?;
     if !exists.exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {

@@ -52,6 +52,8 @@ pub struct Rejection {
     pub message: Cow<'static, str>,
     /// Seconds until the call may succeed (429 answers carry it as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// HTTP status when it is not the one of `code` (413, 415: SPEC 3.6).
+    pub http_status: Option<u16>,
 }
 
 impl fmt::Display for Rejection {
@@ -69,7 +71,13 @@ impl Rejection {
             id,
             message: message.into(),
             retry_after: None,
+            http_status: None,
         }
+    }
+
+    /// The HTTP status of this rejection.
+    pub fn http_status(&self) -> u16 {
+        self.http_status.unwrap_or_else(|| self.code.http_status())
     }
 
     /// 400, code 3: a request that cannot be parsed or does not validate.
@@ -90,7 +98,11 @@ impl Rejection {
     }
 
     pub fn user_not_found(call: Call) -> Self {
-        Self::new(Code::NotFound, call.user_not_found_id(), "User could not be found")
+        Self::new(
+            Code::NotFound,
+            call.user_not_found_id(),
+            "User could not be found",
+        )
     }
 
     pub fn otp_email_not_found() -> Self {

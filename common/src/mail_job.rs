@@ -212,9 +212,11 @@ pub fn last_enqueued_at(
 ) -> QueryResult<Option<DateTime<Utc>>> {
     mail_jobs::table
         .filter(mail_jobs::email_id.eq(email_id))
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
-            .bind::<diesel::sql_types::Text, _>(recipient)
-            .sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
+                .bind::<diesel::sql_types::Text, _>(recipient)
+                .sql(")"),
+        )
         .select(diesel::dsl::max(mail_jobs::created_at))
         .first(conn)
 }

@@ -96,7 +96,11 @@ pub struct OutboxPublisher {
 impl OutboxPublisher {
     /// Starts the publishing task. `capacity` bounds memory: when full, ids are left to the
     /// relay rather than making a request wait.
-    pub fn start(pool: PgPool, publisher: Arc<Publisher>, capacity: usize) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        pool: PgPool,
+        publisher: Arc<Publisher>,
+        capacity: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<i64>(capacity);
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(HANDOFF_BATCH);
@@ -113,13 +117,20 @@ impl OutboxPublisher {
     /// Hands a committed job to the publisher without waiting.
     pub fn notify(&self, job_id: i64) {
         if self.tx.try_send(job_id).is_err() {
-            tracing::debug!(job_id, "publish queue full or closed; the relay will publish the job");
+            tracing::debug!(
+                job_id,
+                "publish queue full or closed; the relay will publish the job"
+            );
         }
     }
 }
 
 /// Publishes outbox rows left behind, until `shutdown` turns true.
-pub async fn run_relay(pool: PgPool, publisher: Arc<Publisher>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_relay(
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RELAY_INTERVAL) => {}
@@ -129,7 +140,8 @@ pub async fn run_relay(pool: PgPool, publisher: Arc<Publisher>, mut shutdown: wa
             return;
         }
         loop {
-            let claimed = db::run(&pool, |conn| Ok(claim_due(conn, RELAY_GRACE, RELAY_BATCH)?)).await;
+            let claimed =
+                db::run(&pool, |conn| Ok(claim_due(conn, RELAY_GRACE, RELAY_BATCH)?)).await;
             let ids = match claimed {
                 Ok(ids) if !ids.is_empty() => ids,
                 Ok(_) => break,
@@ -140,7 +152,9 @@ pub async fn run_relay(pool: PgPool, publisher: Arc<Publisher>, mut shutdown: wa
             };
             let wanted = ids.len();
             match publish_and_forget(&pool, &publisher, ids).await {
-                Ok(n) if n > 0 => tracing::info!(published = n, "outbox relay published pending jobs"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(published = n, "outbox relay published pending jobs")
+                }
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay failed");

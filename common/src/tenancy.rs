@@ -64,7 +64,10 @@ pub fn resolve_org(
         .select(organizations::id);
     Ok(match requested {
         OrgRef::Id(raw) => match raw.trim().parse::<i64>() {
-            Ok(id) => query.filter(organizations::id.eq(id)).first(conn).optional()?,
+            Ok(id) => query
+                .filter(organizations::id.eq(id))
+                .first(conn)
+                .optional()?,
             Err(_) => None,
         },
         OrgRef::Domain(d) => query
@@ -107,7 +110,11 @@ pub struct Bootstrapped {
 }
 
 /// Finds or creates the instance of `domain` and, in it, the organization `org_name`.
-pub fn bootstrap(conn: &mut PgConnection, domain: &str, org_name: &str) -> Result<Bootstrapped, Error> {
+pub fn bootstrap(
+    conn: &mut PgConnection,
+    domain: &str,
+    org_name: &str,
+) -> Result<Bootstrapped, Error> {
     let domain = domain.trim().to_lowercase();
     let org_name = org_name.trim();
     let org_slug = slug(org_name);

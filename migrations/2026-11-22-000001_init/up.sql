@@ -101,6 +101,8 @@ CREATE TABLE mail_jobs (
   state           text NOT NULL CHECK (state IN ('queued', 'sending', 'retrying', 'sent', 'failed',
                                                   'superseded', 'cancelled', 'expired')),
   attempts        integer NOT NULL DEFAULT 0,
+  -- `attempts` when the job was last replayed: MAIL_MAX_ATTEMPTS counts from here.
+  attempts_before_replay integer NOT NULL DEFAULT 0,
   last_error      text,
   next_attempt_at timestamptz,
   lease_until     timestamptz,

@@ -141,7 +141,15 @@ impl Commands {
                 now,
             )?,
         };
-        self.code_for(conn, user, email_id, Purpose::ContactEmail, address, &request.verification, now)
+        self.code_for(
+            conn,
+            user,
+            email_id,
+            Purpose::ContactEmail,
+            address,
+            &request.verification,
+            now,
+        )
     }
 
     /// Add OTP Email authenticator (SPEC 3.4).
@@ -232,7 +240,15 @@ impl Commands {
             EmailTarget::OtpEmail(_) => Call::Other,
         };
         let checked = in_transaction(conn, |conn| {
-            let user = load_user(conn, principal, scope, user_id, call, Access::WriteOwnEmail, true)?;
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                call,
+                Access::WriteOwnEmail,
+                true,
+            )?;
             let now = now_ms();
             let Some(row) = target_row(conn, &user, target)? else {
                 return Ok(Checked::Unchanged(user.last_details()));
@@ -316,7 +332,15 @@ impl Commands {
             EmailTarget::OtpEmail(_) => Call::Other,
         };
         in_transaction(conn, |conn| {
-            let user = load_user(conn, principal, scope, user_id, call, Access::WriteOwnEmail, true)?;
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                call,
+                Access::WriteOwnEmail,
+                true,
+            )?;
             let now = now_ms();
             let row = target_row(conn, &user, target)?
                 .filter(EmailRow::has_pending_code)
@@ -370,7 +394,15 @@ impl Commands {
         otp_email_id: &str,
     ) -> Result<Details, Error> {
         in_transaction(conn, |conn| {
-            let user = load_user(conn, principal, scope, user_id, Call::Other, Access::WriteOwnEmail, true)?;
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                Call::Other,
+                Access::WriteOwnEmail,
+                true,
+            )?;
             let now = now_ms();
             let target = EmailTarget::OtpEmail(otp_email_id);
             let row = target_row(conn, &user, target)?
@@ -488,7 +520,10 @@ impl Commands {
     }
 }
 
-pub(super) fn contact_row(conn: &mut PgConnection, user_id: i64) -> Result<Option<EmailRow>, Error> {
+pub(super) fn contact_row(
+    conn: &mut PgConnection,
+    user_id: i64,
+) -> Result<Option<EmailRow>, Error> {
     Ok(user_emails::table
         .filter(user_emails::user_id.eq(user_id))
         .filter(user_emails::purpose.eq(Purpose::ContactEmail.as_str()))
@@ -518,7 +553,8 @@ fn target_row(
                 .select(EmailRow::as_select())
                 .first(conn)
                 .optional()?;
-            row.map(Some).ok_or_else(|| Rejection::otp_email_not_found().into())
+            row.map(Some)
+                .ok_or_else(|| Rejection::otp_email_not_found().into())
         }
     }
 }
@@ -563,5 +599,118 @@ fn verification_name(v: &Verification) -> &'static str {
         Verification::SendCode(_) => "send_code",
         Verification::ReturnCode => "return_code",
         Verification::IsVerified => "is_verified",
+    }
+}
+
+/// Why a job's code could not be refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRefused {
+    UserDeleted,
+    /// The address changed, was verified or removed: the job's code is void for good.
+    Superseded,
+}
+
+impl Commands {
+    /// Gives a failed or expired job a new code, as a resend would (`worker replay
+    /// --refresh-code`): the address's pending code is replaced, the job carries the new one,
+    /// and an event records it. The caller then requeues the job.
+    pub fn refresh_job_code(
+        &self,
+        conn: &mut PgConnection,
+        job_id: i64,
+    ) -> Result<Result<(), RefreshRefused>, Error> {
+        use crate::schema::{mail_jobs, users};
+        let (user_id, email_id, purpose, recipient): (i64, i64, String, String) = mail_jobs::table
+            .find(job_id)
+            .select((
+                mail_jobs::user_id,
+                mail_jobs::email_id,
+                mail_jobs::purpose,
+                mail_jobs::recipient,
+            ))
+            .first(conn)?;
+        let purpose: Purpose = purpose.parse().map_err(Error::Internal)?;
+        let Some(user) = users::table
+            .filter(users::id.eq(user_id))
+            .filter(users::deleted_at.is_null())
+            .select(UserRow::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+        else {
+            return Ok(Err(RefreshRefused::UserDeleted));
+        };
+        let row = user_emails::table
+            .find(email_id)
+            .select(EmailRow::as_select())
+            .first(conn)
+            .optional()?;
+        let Some(row) = row.filter(|r| r.address == recipient && r.has_pending_code()) else {
+            return Ok(Err(RefreshRefused::Superseded));
+        };
+        let (spec, ttl) = match purpose {
+            Purpose::ContactEmail => (&self.policy.email, self.policy.email_ttl),
+            Purpose::OtpEmail => (&self.policy.otp_email, self.policy.otp_email_ttl),
+        };
+        let now = now_ms();
+        let code = spec.generate();
+        let expires = now
+            + chrono::Duration::from_std(ttl)
+                .map_err(|_| Error::Internal("code lifetime out of range".into()))?;
+        diesel::update(user_emails::table.find(row.id))
+            .set((
+                user_emails::code_hash.eq(Some(self.keys.hash(row.id, &code))),
+                user_emails::code_expires_at.eq(Some(expires)),
+                user_emails::code_failures.eq(0),
+                user_emails::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        diesel::update(mail_jobs::table.find(job_id))
+            .set((
+                mail_jobs::code_ciphertext.eq(Some(self.keys.encrypt(job_id, &code))),
+                mail_jobs::code_expires_at.eq(expires),
+                mail_jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        mail_job::supersede_unsent(conn, row.id, Some(job_id), now)?;
+        let target = match purpose {
+            Purpose::ContactEmail => EmailTarget::ContactEmail,
+            Purpose::OtpEmail => EmailTarget::OtpEmail(""),
+        };
+        let mut payload = target_payload(target, &row);
+        payload["by"] = json!("replay");
+        append_event(
+            conn,
+            &user,
+            &format!("{}.code.resent", event_prefix(target)),
+            payload,
+            now,
+        )?;
+        Ok(Ok(()))
+    }
+
+    /// Whether a job's code is still the pending code of its address (a replay without a
+    /// new code is only worth it then).
+    pub fn job_code_is_current(
+        &self,
+        conn: &mut PgConnection,
+        job_id: i64,
+        email_id: i64,
+        ciphertext: &[u8],
+    ) -> Result<bool, Error> {
+        let Ok(code) = self.keys.decrypt(job_id, ciphertext) else {
+            return Ok(false);
+        };
+        let row = user_emails::table
+            .find(email_id)
+            .select(EmailRow::as_select())
+            .first(conn)
+            .optional()?;
+        Ok(row.is_some_and(|r| {
+            r.has_pending_code()
+                && r.code_hash
+                    .as_deref()
+                    .is_some_and(|h| self.keys.verify(r.id, &code, h))
+        }))
     }
 }

@@ -9,7 +9,7 @@
 mod email;
 mod user;
 
-pub use email::EmailTarget;
+pub use email::{EmailTarget, RefreshRefused};
 pub use user::{CreateUser, OtpEmailView, UserView};
 
 use chrono::{DateTime, Utc};

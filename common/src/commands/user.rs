@@ -69,11 +69,21 @@ impl Commands {
         request: &CreateUser,
     ) -> Result<Outcome, Error> {
         in_transaction(conn, |conn| {
-            let org_not_found =
-                || Error::from(Rejection::new(Code::NotFound, ids::ORG_NOT_FOUND, "Organization could not be found"));
-            let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
-                .ok_or_else(org_not_found)?;
-            let org_id = match request.organization.as_ref().or(scope.organization.as_ref()) {
+            let org_not_found = || {
+                Error::from(Rejection::new(
+                    Code::NotFound,
+                    ids::ORG_NOT_FOUND,
+                    "Organization could not be found",
+                ))
+            };
+            let instance_id =
+                resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
+                    .ok_or_else(org_not_found)?;
+            let org_id = match request
+                .organization
+                .as_ref()
+                .or(scope.organization.as_ref())
+            {
                 Some(org) => resolve_org(conn, instance_id, org)?.ok_or_else(org_not_found)?,
                 None => match principal.org_id {
                     Some(own) => own,
@@ -149,7 +159,15 @@ impl Commands {
         scope: &Scope,
         user_id: &str,
     ) -> Result<UserView, Error> {
-        let user = load_user(conn, principal, scope, user_id, Call::Other, Access::Read, false)?;
+        let user = load_user(
+            conn,
+            principal,
+            scope,
+            user_id,
+            Call::Other,
+            Access::Read,
+            false,
+        )?;
         let contact = contact_row(conn, user.id)?;
         let otp: Vec<(i64, String, bool, DateTime<Utc>)> = user_emails::table
             .filter(user_emails::user_id.eq(user.id))
@@ -188,13 +206,22 @@ impl Commands {
         user_id: &str,
     ) -> Result<Details, Error> {
         in_transaction(conn, |conn| {
-            let user = load_user(conn, principal, scope, user_id, Call::Other, Access::Administer, true)?;
+            let user = load_user(
+                conn,
+                principal,
+                scope,
+                user_id,
+                Call::Other,
+                Access::Administer,
+                true,
+            )?;
             let now = now_ms();
             let details = append_event(conn, &user, "user.removed", json!({}), now)?;
             diesel::update(users::table.find(user.id))
                 .set(users::deleted_at.eq(Some(now)))
                 .execute(conn)?;
-            diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id))).execute(conn)?;
+            diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id)))
+                .execute(conn)?;
             mail_job::cancel_unsent_for_user(conn, user.id, now)?;
             Ok(details)
         })

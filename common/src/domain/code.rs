@@ -104,7 +104,8 @@ impl CodeKeys {
 
     pub fn from_master(master: &[u8; 32]) -> Self {
         let derive = |label: &[u8]| -> [u8; 32] {
-            let mut mac = <HmacSha256 as Mac>::new_from_slice(master).expect("HMAC takes any key length");
+            let mut mac =
+                <HmacSha256 as Mac>::new_from_slice(master).expect("HMAC takes any key length");
             mac.update(label);
             mac.finalize().into_bytes().into()
         };
@@ -127,7 +128,8 @@ impl CodeKeys {
     }
 
     fn mac(&self, email_id: i64, code: &str) -> HmacSha256 {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
         mac.update(&email_id.to_be_bytes());
         mac.update(code.as_bytes());
         mac

@@ -49,7 +49,8 @@ pub struct SetEmailFields<'a> {
 impl SetEmail {
     /// `prefix` is how the object is named in messages (`email.` in family A, `` in family B).
     pub fn parse(fields: SetEmailFields<'_>, prefix: &str) -> Result<Self, Rejection> {
-        let address = EmailAddress::parse(fields.address.unwrap_or(""), &format!("{prefix}address"))?;
+        let address =
+            EmailAddress::parse(fields.address.unwrap_or(""), &format!("{prefix}address"))?;
         if fields.is_verified == Some(false) {
             return Err(Rejection::invalid(
                 ids::EMAIL_IS_VERIFIED_FALSE,
@@ -62,7 +63,9 @@ impl SetEmail {
         if chosen > 1 {
             return Err(Rejection::invalid(
                 ids::EMAIL_VERIFICATION_CHOICE,
-                format!("{prefix}sendCode, {prefix}returnCode and {prefix}isVerified exclude each other"),
+                format!(
+                    "{prefix}sendCode, {prefix}returnCode and {prefix}isVerified exclude each other"
+                ),
             ));
         }
         let verification = if fields.return_code {
@@ -162,13 +165,23 @@ mod tests {
             ..fields("a@b.c")
         };
         let err = SetEmail::parse(bad_template, "email.").unwrap_err();
-        assert!(err.message.contains("email.sendCode.urlTemplate"), "{}", err.message);
+        assert!(
+            err.message.contains("email.sendCode.urlTemplate"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn resend_choices() {
-        assert_eq!(CodeDelivery::parse(None, false).unwrap(), CodeDelivery::SendCode(None));
-        assert_eq!(CodeDelivery::parse(None, true).unwrap(), CodeDelivery::ReturnCode);
+        assert_eq!(
+            CodeDelivery::parse(None, false).unwrap(),
+            CodeDelivery::SendCode(None)
+        );
+        assert_eq!(
+            CodeDelivery::parse(None, true).unwrap(),
+            CodeDelivery::ReturnCode
+        );
         assert!(CodeDelivery::parse(Some(None), true).is_err());
         assert_eq!(
             CodeDelivery::parse(Some(Some("x")), false).unwrap_err().id,

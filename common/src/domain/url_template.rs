@@ -64,7 +64,10 @@ impl UrlTemplate {
             )
         })?;
         check_elements(&template.elements).map_err(|why| {
-            Rejection::invalid(ids::TEMPLATE_INVALID, format!("{field} is not allowed: {why}"))
+            Rejection::invalid(
+                ids::TEMPLATE_INVALID,
+                format!("{field} is not allowed: {why}"),
+            )
         })?;
         let parsed = UrlTemplate(source);
         let sample = parsed
@@ -74,7 +77,10 @@ impl UrlTemplate {
                 org_id: "987654321098765432",
             })
             .map_err(|why| {
-                Rejection::invalid(ids::TEMPLATE_INVALID, format!("{field} is not allowed: {why}"))
+                Rejection::invalid(
+                    ids::TEMPLATE_INVALID,
+                    format!("{field} is not allowed: {why}"),
+                )
             })?;
         match url::Url::parse(&sample) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(parsed),
@@ -269,6 +275,9 @@ mod tests {
 
     #[test]
     fn go_spelling_rewrite_leaves_other_braces_alone() {
-        assert_eq!(from_go_spelling("a{{.X}}b{{ .Y}}c{{../z}}"), "a{{X}}b{{ Y}}c{{../z}}");
+        assert_eq!(
+            from_go_spelling("a{{.X}}b{{ .Y}}c{{../z}}"),
+            "a{{X}}b{{ Y}}c{{../z}}"
+        );
     }
 }

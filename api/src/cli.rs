@@ -1,0 +1,111 @@
+//! The `api` command line (SPEC 7): `serve`, `migrate`, `bootstrap`, `token create`. Every
+//! option is also an environment variable of the same name.
+
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "api",
+    version,
+    about = "Contact email service: the HTTP/JSON API and its admin commands"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API on API_ADDR (applies pending migrations first).
+    Serve(Box<ServeArgs>),
+    /// Create the database if missing, apply migrations, exit.
+    Migrate(MigrateArgs),
+    /// Create the instance and organization if missing and mint an admin token.
+    Bootstrap(BootstrapArgs),
+    /// Manage personal access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Listen address of the HTTP (and gRPC) API.
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    pub api_addr: SocketAddr,
+
+    /// Apply pending migrations at start.
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = ArgAction::Set)]
+    pub run_migrations: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub codes: CodeArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// Domain of the instance.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+
+    /// Name of the organization.
+    #[arg(long, default_value = "default")]
+    pub org_name: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Mint a token; prints it alone on one line.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    /// Instance the token belongs to.
+    #[arg(long)]
+    pub instance: String,
+
+    /// Limit the token to this organization.
+    #[arg(long)]
+    pub org: Option<String>,
+
+    /// The user the token acts as (self-service on that user's email and authenticators).
+    #[arg(long)]
+    pub subject: Option<String>,
+
+    /// Permission (`user.read`, `user.write`); repeatable or comma-separated.
+    #[arg(long = "permission", value_delimiter = ',', value_parser = parse_permission)]
+    pub permissions: Vec<&'static str>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+fn parse_permission(raw: &str) -> Result<&'static str, String> {
+    common::auth::parse_permission(raw)
+}

@@ -1,0 +1,79 @@
+//! The HTTP/JSON surface: routes, extractors, error rendering, and the middleware that gives
+//! every request an id (`x-request-id`) and a span.
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod routes;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use common::error::{Code, Rejection};
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error::rejection_response(&Rejection::new(
+        Code::NotFound,
+        "API-R0uT3",
+        "No such route",
+    ))
+}
+
+/// Takes the client's `x-request-id` (if sane) or makes one, runs the request in a span that
+/// carries it, logs the outcome, and returns the id on every response.
+async fn request_context(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request served"
+        );
+    });
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    response.into_response()
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}

@@ -1,0 +1,156 @@
+//! The calls of the API, independent of the wire: each runs its domain command on the
+//! blocking pool and, after commit, hands the enqueued mail job to the outbox publisher.
+//! The HTTP route families (and gRPC) only translate to and from these.
+
+use common::auth::Principal;
+use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserView};
+use common::db;
+use common::domain::{CodeDelivery, SetEmail, SubmittedCode};
+use common::error::Error;
+use common::tenancy::Scope;
+
+use crate::state::AppState;
+
+impl AppState {
+    /// Runs a command that may enqueue a mail, then publishes it without waiting.
+    async fn changing<F>(&self, command: F) -> Result<Outcome, Error>
+    where
+        F: FnOnce(&common::commands::Commands, &mut diesel::PgConnection) -> Result<Outcome, Error>
+            + Send
+            + 'static,
+    {
+        let commands = self.commands.clone();
+        let outcome = db::run(&self.pool, move |conn| command(&commands, conn)).await?;
+        if let Some(job_id) = outcome.job_id {
+            self.outbox.notify(job_id);
+        }
+        Ok(outcome)
+    }
+
+    async fn plain<T, F>(&self, command: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&common::commands::Commands, &mut diesel::PgConnection) -> Result<T, Error>
+            + Send
+            + 'static,
+    {
+        let commands = self.commands.clone();
+        db::run(&self.pool, move |conn| command(&commands, conn)).await
+    }
+
+    pub async fn set_contact_email(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+        request: SetEmail,
+    ) -> Result<Outcome, Error> {
+        self.changing(move |c, conn| {
+            c.set_contact_email(conn, &principal, &scope, &user_id, &request)
+        })
+        .await
+    }
+
+    pub async fn verify_email(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+        otp_email_id: Option<String>,
+        code: SubmittedCode,
+    ) -> Result<Details, Error> {
+        self.plain(move |c, conn| {
+            c.verify_email(
+                conn,
+                &principal,
+                &scope,
+                &user_id,
+                target(otp_email_id.as_deref()),
+                &code,
+            )
+        })
+        .await
+    }
+
+    pub async fn resend_email_code(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+        otp_email_id: Option<String>,
+        delivery: CodeDelivery,
+    ) -> Result<Outcome, Error> {
+        self.changing(move |c, conn| {
+            c.resend_email_code(
+                conn,
+                &principal,
+                &scope,
+                &user_id,
+                target(otp_email_id.as_deref()),
+                &delivery,
+            )
+        })
+        .await
+    }
+
+    pub async fn add_otp_email(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+        request: SetEmail,
+    ) -> Result<Outcome, Error> {
+        self.changing(move |c, conn| c.add_otp_email(conn, &principal, &scope, &user_id, &request))
+            .await
+    }
+
+    pub async fn remove_otp_email(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+        otp_email_id: String,
+    ) -> Result<Details, Error> {
+        self.plain(move |c, conn| {
+            c.remove_otp_email(conn, &principal, &scope, &user_id, &otp_email_id)
+        })
+        .await
+    }
+
+    pub async fn create_user(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        request: CreateUser,
+    ) -> Result<Outcome, Error> {
+        self.changing(move |c, conn| c.create_user(conn, &principal, &scope, &request))
+            .await
+    }
+
+    pub async fn get_user(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+    ) -> Result<UserView, Error> {
+        self.plain(move |c, conn| c.get_user(conn, &principal, &scope, &user_id))
+            .await
+    }
+
+    pub async fn delete_user(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        user_id: String,
+    ) -> Result<Details, Error> {
+        self.plain(move |c, conn| c.delete_user(conn, &principal, &scope, &user_id))
+            .await
+    }
+}
+
+fn target(otp_email_id: Option<&str>) -> EmailTarget<'_> {
+    match otp_email_id {
+        Some(id) => EmailTarget::OtpEmail(id),
+        None => EmailTarget::ContactEmail,
+    }
+}

@@ -1,0 +1,16 @@
+//! What every handler shares: the pool, the domain commands and the after-commit publisher.
+
+use std::sync::Arc;
+
+use common::amqp::Publisher;
+use common::commands::Commands;
+use common::db::PgPool;
+use common::outbox::OutboxPublisher;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub commands: Arc<Commands>,
+    pub outbox: OutboxPublisher,
+    pub publisher: Arc<Publisher>,
+}

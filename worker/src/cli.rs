@@ -1,0 +1,207 @@
+//! The `worker` command line (SPEC 7): `run`, `jobs list`, `jobs show`, `replay`. Every
+//! option is also an environment variable of the same name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs, parse_duration};
+use common::mail_job::JobState;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "worker",
+    version,
+    about = "Contact email service: mail delivery worker and operations commands"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Consume mail jobs and deliver them; serves /healthz, /readyz, /metrics on WORKER_ADDR.
+    Run(Box<RunArgs>),
+    /// Inspect mail jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Put failed (and, with --refresh-code, expired) jobs back on the queue.
+    Replay(Box<ReplayArgs>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeliveryArgs {
+    /// SMTP server (`smtp://host:port`, `smtp://user:pass@host:587?tls=required`,
+    /// `smtps://...`); unset: mails are written as .eml files to MAIL_DIR.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Where mails go when SMTP_URL is not set.
+    #[arg(long, env = "MAIL_DIR", default_value = "./var/mail")]
+    pub mail_dir: PathBuf,
+
+    /// Sender of every mail.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Contact Email <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Directory with template overrides (`contact_email.subject.hbs`, `.txt.hbs`,
+    /// `.html.hbs`, and the same for `otp_email`).
+    #[arg(long, env = "MAIL_TEMPLATES_DIR")]
+    pub mail_templates_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RetryArgs {
+    /// Deliveries tried before a job is failed.
+    #[arg(long, env = "MAIL_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub mail_max_attempts: u32,
+
+    /// First delay between attempts (exponential backoff with jitter).
+    #[arg(long, env = "MAIL_RETRY_INITIAL", default_value = "5s", value_parser = parse_duration)]
+    pub mail_retry_initial: Duration,
+
+    /// Longest delay between attempts.
+    #[arg(long, env = "MAIL_RETRY_MAX", default_value = "30m", value_parser = parse_duration)]
+    pub mail_retry_max: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "WORKER_ADDR", default_value = "127.0.0.1:8081")]
+    pub worker_addr: SocketAddr,
+
+    /// Mails in flight in this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub worker_concurrency: u16,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Show one job with its attempt history.
+    Show(ShowArgs),
+}
+
+/// A point in time: RFC 3339 (`2024-06-17T09:46:05Z`) or a duration ago (`2h`).
+#[derive(Debug, Clone, Copy)]
+pub struct Since(pub chrono::DateTime<chrono::Utc>);
+
+pub fn parse_time(raw: &str) -> Result<Since, String> {
+    if let Ok(t) = common::time::parse_rfc3339(raw) {
+        return Ok(Since(t));
+    }
+    let ago = parse_duration(raw).map_err(|_| {
+        format!("invalid time {raw:?}: RFC 3339 (2024-06-17T09:46:05Z) or a duration ago (2h)")
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+    Ok(Since(chrono::Utc::now() - ago))
+}
+
+fn parse_state(raw: &str) -> Result<JobState, String> {
+    raw.parse()
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_parser = parse_state)]
+    pub status: Option<JobState>,
+
+    /// Only jobs of this user.
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// Only jobs created at or after this time.
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<Since>,
+
+    /// Only jobs created before this time.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<Since>,
+
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
+
+    /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The job id.
+    pub id: String,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "failed"])))]
+pub struct ReplayArgs {
+    /// Jobs to replay (repeatable).
+    #[arg(long = "id", num_args = 1..)]
+    pub ids: Vec<String>,
+
+    /// Every failed job (narrowed by --since / --until on the creation time).
+    #[arg(long)]
+    pub failed: bool,
+
+    #[arg(long, value_parser = parse_time, requires = "failed")]
+    pub since: Option<Since>,
+
+    #[arg(long, value_parser = parse_time, requires = "failed")]
+    pub until: Option<Since>,
+
+    /// Give jobs whose code expired a new code (as a resend would) and replay them too.
+    #[arg(long)]
+    pub refresh_code: bool,
+
+    /// Print what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub codes: CodeArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}

@@ -1,0 +1,228 @@
+//! The consume loop of `worker run`: one AMQP session at a time (reconnecting with backoff
+//! after a broker or database outage), deliveries handled concurrently up to the prefetch,
+//! and a graceful stop that takes no new message and finishes or hands back the ones in
+//! flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use common::amqp::{self, JobMessage, SEND_QUEUE};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::deliver::{Deliverer, Disposition};
+
+/// How long a stop waits for deliveries in flight before handing them back.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ConsumerLoop {
+    pub deliverer: Arc<Deliverer>,
+    pub amqp_url: String,
+    pub prefetch: u16,
+    /// True while consuming: what `/readyz` reports.
+    pub consuming: Arc<AtomicBool>,
+}
+
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl ConsumerLoop {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut reconnect = reconnect_backoff();
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let session = match self.open().await {
+                Ok(s) => {
+                    reconnect.reset();
+                    s
+                }
+                Err(e) => {
+                    let wait = reconnect.next_backoff().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot consume yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            };
+            tracing::info!(queue = SEND_QUEUE, prefetch = self.prefetch, "consuming");
+            self.consuming.store(true, Ordering::Relaxed);
+            let stop = self.consume(session, &mut in_flight, &mut shutdown).await;
+            self.consuming.store(false, Ordering::Relaxed);
+            if stop {
+                return;
+            }
+        }
+        drain(&mut in_flight).await;
+    }
+
+    async fn open(&self) -> Result<Session, String> {
+        if !common::db::ping(&self.deliverer.pool, Duration::from_secs(2)).await {
+            return Err("PostgreSQL is unreachable".into());
+        }
+        self.deliverer
+            .publisher
+            .ensure_connected()
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = amqp::connect(&self.amqp_url, "contact-email-worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        amqp::declare_topology(&channel)
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = channel
+            .basic_consume(
+                SEND_QUEUE.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Session {
+            connection,
+            channel,
+            consumer,
+        })
+    }
+
+    /// Runs one session; returns true when the process should stop.
+    async fn consume(
+        &self,
+        mut session: Session,
+        in_flight: &mut JoinSet<()>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let database_down = Arc::new(Notify::new());
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tracing::info!(in_flight = in_flight.len(), "stopping: no new messages; finishing those in flight");
+                    let tag = session.consumer.tag();
+                    let _ = session.channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+                    drain(in_flight).await;
+                    close(session).await;
+                    return true;
+                }
+                _ = database_down.notified() => {
+                    tracing::warn!("PostgreSQL unreachable: pausing; unstarted messages go back to the queue");
+                    close(session).await;
+                    return false;
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                next = session.consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let deliverer = self.deliverer.clone();
+                        let database_down = database_down.clone();
+                        in_flight.spawn(handle(deliverer, delivery, database_down));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer failed; reconnecting");
+                        close(session).await;
+                        return false;
+                    }
+                    None => {
+                        tracing::warn!("consumer cancelled by the broker; reconnecting");
+                        close(session).await;
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    deliverer: Arc<Deliverer>,
+    delivery: lapin::message::Delivery,
+    database_down: Arc<Notify>,
+) {
+    let Some(job_id) = JobMessage::decode(&delivery.data) else {
+        tracing::warn!("message without a job id; dropped");
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    };
+    match deliverer.deliver(job_id, delivery.redelivered).await {
+        Disposition::Done => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                tracing::warn!(job_id, error = %e, "ack failed; the broker will redeliver (the job is not sent twice)");
+            }
+        }
+        Disposition::Retry(_) => {
+            // Not at once: give the broker or database a moment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+        }
+        Disposition::DatabaseDown(_) => {
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            database_down.notify_one();
+        }
+    }
+}
+
+/// Waits for deliveries in flight, up to [`DRAIN_TIMEOUT`]; what is left is aborted and its
+/// message returns to the queue when the channel closes.
+async fn drain(in_flight: &mut JoinSet<()>) {
+    let all_done = async { while in_flight.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done).await.is_err() {
+        tracing::warn!(
+            left = in_flight.len(),
+            "deliveries still running at shutdown; handing them back"
+        );
+        in_flight.abort_all();
+    }
+}
+
+async fn close(session: Session) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        session.channel.close(200, "bye".into()),
+    )
+    .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        session.connection.close(200, "bye".into()),
+    )
+    .await;
+}
+
+fn reconnect_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(500))
+        .with_max_interval(Duration::from_secs(10))
+        .with_max_elapsed_time(None)
+        .build()
+}

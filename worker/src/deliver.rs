@@ -1,0 +1,244 @@
+//! Delivering one job, start to end: load, decide, claim, render, send with quick retries,
+//! record, and either finish the job or park it in a delay tier. Returns what to do with
+//! the message; the consumer loop acks or hands it back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use chrono::Utc;
+use common::amqp::{Publisher, RetryTier, Route};
+use common::db::{self, PgPool};
+use common::domain::CodeKeys;
+use common::error::Error;
+use common::mail_job::{JobState, Purpose};
+
+use crate::mail::{MailInput, MailRenderer};
+use crate::retry::{QUICK_TRIES, RetryPolicy};
+use crate::store::{self, JobRow};
+use crate::transport::{MailTransport, SendFailure};
+
+/// How long a claim protects a job from other workers (longer than any one delivery).
+pub const LEASE: Duration = Duration::from_secs(300);
+/// A retrying job whose message comes back this early is sent anyway.
+const EARLY_SLACK: Duration = Duration::from_secs(1);
+
+/// Everything a delivery needs; shared by all in-flight deliveries.
+pub struct Deliverer {
+    pub pool: PgPool,
+    pub keys: CodeKeys,
+    pub renderer: MailRenderer,
+    pub transport: MailTransport,
+    pub retry: RetryPolicy,
+    pub publisher: Arc<Publisher>,
+}
+
+/// What became of a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled (sent, failed, parked, or nothing to do): ack.
+    Done,
+    /// The broker failed mid-way: hand the message back.
+    Retry(String),
+    /// PostgreSQL is unreachable: hand the message back and pause consuming.
+    DatabaseDown(String),
+}
+
+/// How a delivery ended, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Parked,
+    Failed,
+    Expired,
+    Skipped,
+}
+
+impl Deliverer {
+    #[tracing::instrument(name = "deliver", skip_all, fields(job_id = job_id, redelivered = redelivered))]
+    pub async fn deliver(&self, job_id: i64, redelivered: bool) -> Disposition {
+        match self.try_deliver(job_id, redelivered).await {
+            Ok(outcome) => {
+                tracing::info!(?outcome, "delivery finished");
+                Disposition::Done
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery interrupted; the message goes back to the queue");
+                match e {
+                    Error::DatabaseUnavailable(_) | Error::Database(_) => {
+                        Disposition::DatabaseDown(e.to_string())
+                    }
+                    _ => Disposition::Retry(e.to_string()),
+                }
+            }
+        }
+    }
+
+    async fn try_deliver(&self, job_id: i64, redelivered: bool) -> Result<Outcome, Error> {
+        let Some(job) = db::run(&self.pool, move |c| Ok(store::load(c, job_id)?)).await? else {
+            tracing::warn!("message for an unknown job; dropped");
+            return Ok(Outcome::Skipped);
+        };
+        let state: JobState = job.state.parse().map_err(Error::Internal)?;
+        if !matches!(
+            state,
+            JobState::Queued | JobState::Retrying | JobState::Sending
+        ) {
+            return Ok(Outcome::Skipped);
+        }
+        if state == JobState::Retrying
+            && let Some(due) = job.next_attempt_at
+            && let Ok(wait) = (due - Utc::now()).to_std()
+            && wait > EARLY_SLACK
+        {
+            // Early (a duplicate, or a delay longer than the longest tier): wait again.
+            self.park(job_id, wait).await?;
+            return Ok(Outcome::Parked);
+        }
+        let Some(job) = db::run(&self.pool, move |c| {
+            Ok(store::claim(c, job_id, redelivered, LEASE)?)
+        })
+        .await?
+        else {
+            return Ok(Outcome::Skipped);
+        };
+        if job.code_expires_at <= Utc::now() {
+            db::run(&self.pool, move |c| Ok(store::mark_expired(c, job_id)?)).await?;
+            return Ok(Outcome::Expired);
+        }
+        let message = match self.build(&job) {
+            Ok(m) => m,
+            Err(why) => return self.fail(&job, &why).await,
+        };
+        self.send(&job, &message).await
+    }
+
+    fn build(&self, job: &JobRow) -> Result<lettre::Message, String> {
+        let ciphertext = job
+            .code_ciphertext
+            .as_deref()
+            .ok_or_else(|| "the job has no code any more".to_string())?;
+        let code = self.keys.decrypt(job.id, ciphertext)?;
+        let purpose: Purpose = job.purpose.parse()?;
+        self.renderer.render(&MailInput {
+            job_id: job.id,
+            purpose,
+            recipient: &job.recipient,
+            user_id: job.user_id,
+            org_id: job.org_id,
+            url_template: &job.url_template,
+            code: &code,
+            code_expires_at: job.code_expires_at,
+        })
+    }
+
+    /// Tries the mail a few times in quick succession, recording each attempt.
+    async fn send(&self, job: &JobRow, message: &lettre::Message) -> Result<Outcome, Error> {
+        let mut quick = self.retry.quick();
+        let mut in_budget = job.attempts_in_budget();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let at = Utc::now();
+            let started = Instant::now();
+            let result = self.transport.send(job.id, message).await;
+            let elapsed = started.elapsed();
+            let (outcome, reply) = match &result {
+                Ok(reply) => ("sent", reply.as_str()),
+                Err(SendFailure::Transient(r)) => ("transient", r.as_str()),
+                Err(SendFailure::Permanent(r)) => ("permanent", r.as_str()),
+            };
+            let id = job.id;
+            let reply_owned = reply.to_owned();
+            db::run(&self.pool, move |c| {
+                Ok(store::record_attempt(
+                    c,
+                    id,
+                    at,
+                    outcome,
+                    &reply_owned,
+                    elapsed,
+                )?)
+            })
+            .await?;
+            in_budget += 1;
+            match result {
+                Ok(_) => {
+                    db::run(&self.pool, move |c| Ok(store::mark_sent(c, id)?)).await?;
+                    return Ok(Outcome::Sent);
+                }
+                Err(SendFailure::Permanent(reply)) => return self.fail(job, &reply).await,
+                Err(SendFailure::Transient(reply)) => {
+                    if in_budget >= self.retry.max_attempts {
+                        return self
+                            .fail(
+                                job,
+                                &format!("{reply} (gave up after {in_budget} attempts)"),
+                            )
+                            .await;
+                    }
+                    match quick.next_backoff() {
+                        Some(wait) if tries < QUICK_TRIES => tokio::time::sleep(wait).await,
+                        _ => return self.schedule_retry(job, in_budget, &reply).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a delivery's quick tries failed: `retrying`, and the message waits in the tier
+    /// that matches the backoff.
+    async fn schedule_retry(
+        &self,
+        job: &JobRow,
+        attempts: u32,
+        reply: &str,
+    ) -> Result<Outcome, Error> {
+        let deliveries = attempts.div_ceil(QUICK_TRIES).max(1);
+        let delay = self.retry.delay_after(deliveries);
+        let next =
+            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
+        let id = job.id;
+        let reply = reply.to_owned();
+        db::run(&self.pool, move |c| {
+            Ok(store::mark_retrying(c, id, next, &reply)?)
+        })
+        .await?;
+        self.park(id, delay).await?;
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "delivery will be retried"
+        );
+        Ok(Outcome::Parked)
+    }
+
+    /// Publishes the job to the delay tier for `delay`.
+    async fn park(&self, job_id: i64, delay: Duration) -> Result<(), Error> {
+        let tier = RetryTier::for_delay(delay);
+        let confirmed = self
+            .publisher
+            .publish(&[job_id], Route::Retry(tier), None)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot park the job in {}: {e}", tier.name)))?;
+        if confirmed.is_empty() {
+            return Err(Error::Internal(format!(
+                "{} did not confirm the job",
+                tier.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// `failed`, with the reason; its message goes to the dead-letter queue for inspection.
+    async fn fail(&self, job: &JobRow, reason: &str) -> Result<Outcome, Error> {
+        let id = job.id;
+        let why = reason.to_owned();
+        db::run(&self.pool, move |c| Ok(store::mark_failed(c, id, &why)?)).await?;
+        tracing::warn!(reason, "job failed");
+        if let Err(e) = self.publisher.publish(&[id], Route::Dead, None).await {
+            // The database is the truth; the dead-letter copy is only for inspection.
+            tracing::warn!(error = %e, "could not copy the failed job to mail.dead");
+        }
+        Ok(Outcome::Failed)
+    }
+}

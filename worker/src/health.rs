@@ -1,0 +1,45 @@
+//! The worker's HTTP endpoints on WORKER_ADDR: `/healthz` (alive) and `/readyz` (consuming,
+//! and PostgreSQL reachable).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::db::PgPool;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct HealthState {
+    pub pool: PgPool,
+    pub consuming: Arc<AtomicBool>,
+}
+
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<HealthState>) -> (StatusCode, Json<Value>) {
+    let database = common::db::ping(&state.pool, Duration::from_secs(2)).await;
+    let consuming = state.consuming.load(Ordering::Relaxed);
+    let body = json!({
+        "database": if database { "ok" } else { "unavailable" },
+        "broker": if consuming { "consuming" } else { "not consuming" },
+    });
+    let status = if database && consuming {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,102 @@
+//! `worker`: delivers the contact email service's mail, and the operators' commands.
+
+mod cli;
+mod consumer;
+mod deliver;
+mod health;
+mod mail;
+mod ops;
+mod retry;
+mod run;
+mod store;
+mod transport;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, JobsCommand};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return common::config::exit_on_clap_error(e),
+    };
+    let log = match &cli.command {
+        Command::Run(a) => &a.log,
+        Command::Jobs(JobsCommand::List(a)) => &a.log,
+        Command::Jobs(JobsCommand::Show(a)) => &a.log,
+        Command::Replay(a) => &a.log,
+    };
+    common::telemetry::init(log.format());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(*args).await,
+            Command::Jobs(JobsCommand::List(args)) => {
+                let out = tokio::task::spawn_blocking(move || ops::list(&args))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                println!("{out}");
+                Ok(())
+            }
+            Command::Jobs(JobsCommand::Show(args)) => {
+                let id = args.id.clone();
+                let shown = tokio::task::spawn_blocking(move || {
+                    ops::show(&args.database.database_url, &args.id, args.json)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                match shown {
+                    Some(out) => {
+                        println!("{out}");
+                        Ok(())
+                    }
+                    None => Err(format!("no job with id {id}")),
+                }
+            }
+            Command::Replay(args) => ops::replay(*args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if msg.starts_with("configuration error:") => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

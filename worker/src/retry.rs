@@ -1,0 +1,84 @@
+//! The retry policy, in one place (DESIGN: the `backoff` crate stays behind this type).
+//!
+//! Two levels: a few quick in-process retries for blips (bounded to seconds), then the job
+//! waits in a delay tier for the exponential backoff with jitter between deliveries
+//! (`MAIL_RETRY_INITIAL` doubling up to `MAIL_RETRY_MAX`), up to `MAIL_MAX_ATTEMPTS`.
+
+use std::time::Duration;
+
+use backoff::ExponentialBackoff;
+use backoff::ExponentialBackoffBuilder;
+use backoff::backoff::Backoff;
+
+/// Quick tries per delivery (the first one included).
+pub const QUICK_TRIES: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// Waits between the quick tries of one delivery: 200 ms, then 400 ms, jittered, never
+    /// more than 3 s in all.
+    pub fn quick(&self) -> ExponentialBackoff {
+        ExponentialBackoffBuilder::new()
+            .with_initial_interval(Duration::from_millis(200))
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.3)
+            .with_max_interval(Duration::from_secs(1))
+            .with_max_elapsed_time(Some(Duration::from_secs(3)))
+            .build()
+    }
+
+    /// The wait before the next delivery after `failed_deliveries` (1, 2, ...) deliveries
+    /// failed: exponential from `initial`, capped at `max`, with ±30 % jitter.
+    pub fn delay_after(&self, failed_deliveries: u32) -> Duration {
+        let mut schedule = ExponentialBackoffBuilder::new()
+            .with_initial_interval(self.initial)
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.3)
+            .with_max_interval(self.max)
+            .with_max_elapsed_time(None)
+            .build();
+        let mut delay = self.initial;
+        for _ in 0..failed_deliveries.clamp(1, 64) {
+            delay = schedule.next_backoff().unwrap_or(self.max);
+        }
+        delay.min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_exponentially_with_jitter_and_stop_at_the_max() {
+        let p = RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            max_attempts: 10,
+        };
+        let first = p.delay_after(1);
+        assert!((3500..=6500).contains(&first.as_millis()), "{first:?}");
+        let third = p.delay_after(3);
+        assert!((14_000..=26_000).contains(&third.as_millis()), "{third:?}");
+        assert!(p.delay_after(20) <= Duration::from_secs(60));
+        assert!(p.delay_after(20) >= Duration::from_secs(40));
+    }
+
+    #[test]
+    fn quick_retries_are_bounded() {
+        let p = RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            max_attempts: 10,
+        };
+        let mut quick = p.quick();
+        let first = quick.next_backoff().unwrap();
+        assert!(first <= Duration::from_millis(300), "{first:?}");
+    }
+}
