@@ -213,14 +213,14 @@ impl Resp {
 
     /// Panics (showing the whole answer) unless the status is `expected`.
     #[track_caller]
-    pub fn expect_status(&self, expected: u16) -> &Resp {
+    pub fn expect_status(self, expected: u16) -> Resp {
         assert_eq!(self.status, expected, "unexpected HTTP status: {self:?}");
         self
     }
 
     /// Panics unless the status is 2xx.
     #[track_caller]
-    pub fn expect_success(&self) -> &Resp {
+    pub fn expect_success(self) -> Resp {
         assert!(
             (200..300).contains(&self.status),
             "expected a 2xx answer: {self:?}"
@@ -230,7 +230,7 @@ impl Resp {
 
     /// Panics unless this is an error answer with this HTTP status, gRPC code and error id.
     #[track_caller]
-    pub fn expect_error(&self, status: u16, code: i64, id: &str) -> &Resp {
+    pub fn expect_error(self, status: u16, code: i64, id: &str) -> Resp {
         assert_eq!(self.status, status, "unexpected HTTP status: {self:?}");
         assert_eq!(self.code(), Some(code), "unexpected error code: {self:?}");
         assert_eq!(self.error_id(), Some(id), "unexpected error id: {self:?}");
