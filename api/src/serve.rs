@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::amqp::Publisher;
 use common::commands::Commands;
+use common::metrics::{Metrics, Process};
 use common::outbox::{self, OutboxPublisher};
 use tokio::sync::watch;
 
@@ -32,10 +33,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         &args.database.database_url,
         args.database.database_pool_size,
     );
-    let publisher = Arc::new(Publisher::new(
-        args.amqp.amqp_url.clone(),
-        "contact-email-api",
-    ));
+    let metrics = Arc::new(Metrics::new(Process::Api));
+    let publisher = Arc::new(
+        Publisher::new(args.amqp.amqp_url.clone(), "contact-email-api")
+            .with_reconnect_counter(metrics.amqp_reconnects.clone()),
+    );
     let (outbox_publisher, publisher_task) =
         OutboxPublisher::start(pool.clone(), publisher.clone(), HANDOFF_CAPACITY);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -51,6 +53,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         commands: Arc::new(Commands { keys, policy }),
         outbox: outbox_publisher,
         publisher: publisher.clone(),
+        metrics,
     };
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use common::amqp::Publisher;
 use common::commands::Commands;
 use common::db::PgPool;
+use common::metrics::Metrics;
 use common::outbox::OutboxPublisher;
 
 #[derive(Clone)]
@@ -13,4 +14,5 @@ pub struct AppState {
     pub commands: Arc<Commands>,
     pub outbox: OutboxPublisher,
     pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
 }

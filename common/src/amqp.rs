@@ -12,6 +12,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -238,6 +239,8 @@ pub struct Publisher {
     name: String,
     link: Mutex<Option<(Connection, Channel)>>,
     healthy: AtomicBool,
+    ever_connected: AtomicBool,
+    reconnects: Counter,
 }
 
 impl Publisher {
@@ -247,7 +250,15 @@ impl Publisher {
             name: name.into(),
             link: Mutex::new(None),
             healthy: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
+            reconnects: Counter::default(),
         }
+    }
+
+    /// Counts the connections opened again after the first into `counter` (a metric).
+    pub fn with_reconnect_counter(mut self, counter: Counter) -> Self {
+        self.reconnects = counter;
+        self
     }
 
     /// Whether the last attempt to reach the broker worked.
@@ -276,7 +287,13 @@ impl Publisher {
                 let _ = conn.close(200, "reconnecting".into()).await;
             }
             match self.open().await {
-                Ok(pair) => *link = Some(pair),
+                Ok(pair) => {
+                    if self.ever_connected.swap(true, Ordering::Relaxed) {
+                        self.reconnects.inc();
+                        tracing::info!(name = %self.name, "reconnected to RabbitMQ");
+                    }
+                    *link = Some(pair);
+                }
                 Err(e) => {
                     self.healthy.store(false, Ordering::Relaxed);
                     return Err(e);

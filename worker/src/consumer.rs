@@ -15,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -29,6 +30,8 @@ pub struct ConsumerLoop {
     pub prefetch: u16,
     /// True while consuming: what `/readyz` reports.
     pub consuming: Arc<AtomicBool>,
+    /// Counts sessions opened again after the first.
+    pub reconnects: Counter,
 }
 
 struct Session {
@@ -41,6 +44,7 @@ impl ConsumerLoop {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut reconnect = reconnect_backoff();
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut sessions = 0u64;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -59,6 +63,10 @@ impl ConsumerLoop {
                     }
                 }
             };
+            sessions += 1;
+            if sessions > 1 {
+                self.reconnects.inc();
+            }
             tracing::info!(queue = SEND_QUEUE, prefetch = self.prefetch, "consuming");
             self.consuming.store(true, Ordering::Relaxed);
             let stop = self.consume(session, &mut in_flight, &mut shutdown).await;

@@ -12,6 +12,7 @@ use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
 use common::mail_job::{JobState, Purpose};
+use common::metrics::{Metrics, OutcomeLabels, TierLabels};
 
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
@@ -31,6 +32,7 @@ pub struct Deliverer {
     pub transport: MailTransport,
     pub retry: RetryPolicy,
     pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What became of a message.
@@ -104,6 +106,7 @@ impl Deliverer {
         };
         if job.code_expires_at <= Utc::now() {
             db::run(&self.pool, move |c| Ok(store::mark_expired(c, job_id)?)).await?;
+            self.count("expired");
             return Ok(Outcome::Expired);
         }
         let message = match self.build(&job) {
@@ -162,9 +165,12 @@ impl Deliverer {
             })
             .await?;
             in_budget += 1;
+            self.count(outcome);
             match result {
                 Ok(_) => {
                     db::run(&self.pool, move |c| Ok(store::mark_sent(c, id)?)).await?;
+                    let latency = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+                    self.metrics.delivery_latency.observe(latency.as_secs_f64());
                     return Ok(Outcome::Sent);
                 }
                 Err(SendFailure::Permanent(reply)) => return self.fail(job, &reply).await,
@@ -205,11 +211,24 @@ impl Deliverer {
         })
         .await?;
         self.park(id, delay).await?;
+        self.metrics
+            .retries
+            .get_or_create(&TierLabels {
+                tier: RetryTier::for_delay(delay).name,
+            })
+            .inc();
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
             "delivery will be retried"
         );
         Ok(Outcome::Parked)
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Publishes the job to the delay tier for `delay`.

@@ -1,5 +1,5 @@
-//! The worker's HTTP endpoints on WORKER_ADDR: `/healthz` (alive) and `/readyz` (consuming,
-//! and PostgreSQL reachable).
+//! The worker's HTTP endpoints on WORKER_ADDR: `/healthz` (alive), `/readyz` (consuming,
+//! and PostgreSQL reachable) and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,15 +8,18 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use common::db::PgPool;
+use common::metrics::Metrics;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
 pub struct HealthState {
     pub pool: PgPool,
     pub consuming: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -26,7 +29,16 @@ pub fn router(state: HealthState) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    let body = state.metrics.scrape(&state.pool).await;
+    (
+        [(header::CONTENT_TYPE, common::metrics::CONTENT_TYPE)],
+        body,
+    )
 }
 
 async fn readyz(State(state): State<HealthState>) -> (StatusCode, Json<Value>) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::amqp::Publisher;
 use common::db::{self, PgPool};
+use common::metrics::{Metrics, Process};
 use tokio::sync::watch;
 
 use crate::cli::RunArgs;
@@ -57,10 +58,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         &args.database.database_url,
         args.database.database_pool_size,
     );
-    let publisher = Arc::new(Publisher::new(
-        args.amqp.amqp_url.clone(),
-        "contact-email-worker-publisher",
-    ));
+    let metrics = Arc::new(Metrics::new(Process::Worker));
+    let publisher = Arc::new(
+        Publisher::new(args.amqp.amqp_url.clone(), "contact-email-worker-publisher")
+            .with_reconnect_counter(metrics.amqp_reconnects.clone()),
+    );
     let deliverer = Arc::new(Deliverer {
         pool: pool.clone(),
         keys,
@@ -72,6 +74,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             max_attempts: args.retry.mail_max_attempts,
         },
         publisher: publisher.clone(),
+        metrics: metrics.clone(),
     });
     let consuming = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -82,6 +85,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let health_app = health::router(HealthState {
         pool: pool.clone(),
         consuming: consuming.clone(),
+        metrics: metrics.clone(),
     });
     let mut health_shutdown = shutdown_rx.clone();
     let health = tokio::spawn(async move {
@@ -103,6 +107,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             amqp_url: args.amqp.amqp_url.clone(),
             prefetch: args.worker_concurrency,
             consuming,
+            reconnects: metrics.amqp_reconnects.clone(),
         }
         .run(shutdown_rx),
     );

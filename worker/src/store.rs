@@ -25,6 +25,7 @@ pub struct JobRow {
     pub attempts: i32,
     pub attempts_before_replay: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
 }
 
 impl JobRow {

@@ -7,21 +7,22 @@ use common::domain::{CodeDelivery, SetEmail, SetEmailFields};
 use common::error::Rejection;
 use common::time::rfc3339_ms;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{InstanceDto, OrgDto};
 
 /// A JSON object whose content does not matter (`returnCode: {}`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct Empty {}
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SendCodeDto {
     #[serde(rename = "urlTemplate", alias = "url_template")]
     pub url_template: Option<String>,
 }
 
 /// The `SetEmail` object (SPEC 3.1).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SetEmailDto {
     pub address: Option<String>,
     #[serde(rename = "sendCode", alias = "send_code")]
@@ -48,7 +49,7 @@ impl SetEmailDto {
 }
 
 /// Family A set contact email / add OTP Email: `{"email": SetEmail}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct EmailRequest {
     pub email: Option<SetEmailDto>,
     pub instance: Option<InstanceDto>,
@@ -65,7 +66,7 @@ impl EmailRequest {
 }
 
 /// Family A verify: `{"verificationCode": "..."}` (`code` accepted too).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct VerifyRequest {
     #[serde(
         rename = "verificationCode",
@@ -78,7 +79,7 @@ pub struct VerifyRequest {
 }
 
 /// Resend (both families): `{}`, `{"sendCode": {...}}` or `{"returnCode": {}}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ResendRequest {
     #[serde(rename = "sendCode", alias = "send_code")]
     pub send_code: Option<SendCodeDto>,
@@ -98,7 +99,7 @@ impl ResendRequest {
 }
 
 /// Create user.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateUserRequest {
     pub organization: Option<OrgDto>,
     pub instance: Option<InstanceDto>,
@@ -107,7 +108,7 @@ pub struct CreateUserRequest {
 }
 
 /// `details` of family A and of the supporting calls (SPEC 3.2).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DetailsA {
     sequence: String,
@@ -116,7 +117,7 @@ pub struct DetailsA {
 }
 
 /// `details` of family B (SPEC 3.3).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DetailsB {
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,7 +126,7 @@ pub struct DetailsB {
     owner: Owner,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Owner {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -157,7 +158,7 @@ impl From<&Details> for DetailsB {
 }
 
 /// `{"details"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DetailsResponse<D> {
     details: D,
 }
@@ -171,7 +172,7 @@ impl<D: for<'a> From<&'a Details>> From<Details> for DetailsResponse<D> {
 }
 
 /// `{"details", "otpEmailId"?, "verificationCode"?}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CodeResponse<D> {
     details: D,
@@ -192,7 +193,7 @@ impl<D: for<'a> From<&'a Details>> From<Outcome> for CodeResponse<D> {
 }
 
 /// Create user: `{"id", "details", "verificationCode"?}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserResponse {
     id: String,
@@ -212,12 +213,12 @@ impl From<Outcome> for CreateUserResponse {
 }
 
 /// Get user: `{"user": {...}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GetUserResponse {
     user: UserDto,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UserDto {
     id: String,
@@ -230,19 +231,19 @@ struct UserDto {
     details: DetailsA,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ContactDto {
     email: EmailDto,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EmailDto {
     address: String,
     is_verified: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct OtpEmailDto {
     otp_email_id: String,

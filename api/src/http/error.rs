@@ -8,14 +8,16 @@ use axum::response::{IntoResponse, Response};
 use common::error::{Error, Rejection};
 use serde::Serialize;
 
-#[derive(Serialize)]
+/// The error body of every failed call (SPEC 3.6); `code` is the gRPC status code.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     code: i32,
     message: String,
     details: [ErrorDetail; 1],
 }
 
-#[derive(Serialize)]
+/// `zitadel.v1.ErrorDetail`: the stable error id and message.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ErrorDetail {
     #[serde(rename = "@type")]
     type_url: &'static str,

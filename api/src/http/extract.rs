@@ -112,7 +112,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// `instance` of a request body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct InstanceDto {
     pub id: Option<String>,
     pub domain: Option<String>,
@@ -129,7 +129,7 @@ impl InstanceDto {
 }
 
 /// `organization` of a request body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct OrgDto {
     #[serde(rename = "orgId", alias = "org_id")]
     pub org_id: Option<String>,
@@ -149,7 +149,8 @@ impl OrgDto {
 
 /// `instance.id`, `instance.domain`, `organization.orgId`, `organization.orgDomain` as query
 /// parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScopeQuery {
     #[serde(rename = "instance.id")]
     instance_id: Option<String>,

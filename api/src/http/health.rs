@@ -1,28 +1,43 @@
-//! Liveness and readiness (SPEC 3.5). Ready means PostgreSQL answers; a broker outage only
-//! degrades publishing (mail waits in the outbox), so it never makes the API unready.
+//! The unauthenticated supporting calls (SPEC 3.5): liveness, readiness, metrics and the
+//! OpenAPI document. Ready means PostgreSQL answers; a broker outage only degrades publishing
+//! (mail waits in the outbox), so it never makes the API unready.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
 
+use super::routes::ApiDoc;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> Json<Value> {
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "Operations",
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// PostgreSQL reachable; RabbitMQ `ok` or `degraded` (mail waits in the outbox).
+#[utoipa::path(get, path = "/readyz", tag = "Operations",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"database": "ok", "broker": "ok"})),
+        (status = 503, description = "PostgreSQL unreachable", body = Object, example = json!({"database": "unavailable", "broker": "degraded"}))))]
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = common::db::ping(&state.pool, Duration::from_secs(2)).await;
     let broker = if state.publisher.is_healthy() {
         "ok"
@@ -36,4 +51,22 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+#[utoipa::path(get, path = "/metrics", tag = "Operations",
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.scrape(&state.pool).await;
+    (
+        [(header::CONTENT_TYPE, common::metrics::CONTENT_TYPE)],
+        body,
+    )
+}
+
+/// This document.
+async fn openapi() -> impl IntoResponse {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str())
 }

@@ -10,11 +10,12 @@ pub mod routes;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::error::{Code, Rejection};
+use common::metrics::{HttpLabels, RouteLabels};
 use rand::Rng;
 use tracing::Instrument;
 
@@ -28,7 +29,10 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::router())
         .merge(health::router())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -42,7 +46,7 @@ async fn not_found() -> Response {
 
 /// Takes the client's `x-request-id` (if sane) or makes one, runs the request in a span that
 /// carries it, logs the outcome, and returns the id on every response.
-async fn request_context(request: Request, next: Next) -> Response {
+async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -61,13 +65,29 @@ async fn request_context(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    let elapsed = started.elapsed();
     span.in_scope(|| {
         tracing::info!(
             status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "request served"
         );
     });
+    let method = method.to_string();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route, method })
+        .observe(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }

@@ -8,75 +8,95 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
-use common::commands::CreateUser;
+use common::commands::{CreateUser, Details};
 use common::domain::{CONTACT_CODE_MAX_LEN, OTP_CODE_MAX_LEN, SubmittedCode};
 use common::error::Rejection;
 
 use super::dto::*;
-use super::error::ApiError;
-use super::extract::{Authenticated, JsonBody, ScopeParams};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Authenticated, JsonBody, ScopeParams, ScopeQuery};
 use crate::state::AppState;
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
+/// The error answers every call may give (SPEC 3.6); the body is always [`ErrorBody`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ErrorAnswers {
+    /// Validation failed or the JSON is malformed (code 3); or a code is expired, void or
+    /// there is none to resend (code 9).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No or unknown bearer token (code 16).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The token may not do this (code 7, `AUTHZ-HKJD33`).
+    #[response(status = 403)]
+    PermissionDenied(ErrorBody),
+    /// Unknown user, organization, instance or authenticator (code 5).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Body larger than 64 KiB (code 3).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Content type other than JSON (code 3).
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Resend limit (code 8, `COMMAND-Rs8wq1`), with `Retry-After`.
+    #[response(status = 429)]
+    TooManyRequests(ErrorBody),
+    /// Database unavailable (code 14).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 pub fn router() -> Router<AppState> {
+    const A: &str = "/v3alpha/users/{userId}";
+    const B: &str = "/resources/v3alpha/users/{id}";
     Router::new()
-        // Family A
+        // Supporting calls and family A
         .route("/v3alpha/users", post(create_user))
+        .route(A, get(get_user).delete(delete_user))
+        .route(&format!("{A}/email"), put(a_set_email))
+        .route(&format!("{A}/email/verify"), post(a_verify_email))
+        .route(&format!("{A}/email/resend"), post(a_resend_email))
+        .route(&format!("{A}/otp_email"), post(a_add_otp_email))
         .route(
-            "/v3alpha/users/{user_id}",
-            get(get_user).delete(delete_user),
-        )
-        .route("/v3alpha/users/{user_id}/email", put(a_set_email))
-        .route(
-            "/v3alpha/users/{user_id}/email/verify",
-            post(a_verify_email),
-        )
-        .route(
-            "/v3alpha/users/{user_id}/email/resend",
-            post(resend_email::<DetailsA>),
-        )
-        .route("/v3alpha/users/{user_id}/otp_email", post(a_add_otp_email))
-        .route(
-            "/v3alpha/users/{user_id}/otp_email/{otp_email_id}",
-            delete(remove_otp_email::<DetailsA>),
+            &format!("{A}/otp_email/{{otpEmailId}}"),
+            delete(a_remove_otp_email),
         )
         .route(
-            "/v3alpha/users/{user_id}/otp_email/{otp_email_id}/verify",
+            &format!("{A}/otp_email/{{otpEmailId}}/verify"),
             post(a_verify_otp_email),
         )
         .route(
-            "/v3alpha/users/{user_id}/otp_email/{otp_email_id}/resend",
-            post(resend_otp_email::<DetailsA>),
+            &format!("{A}/otp_email/{{otpEmailId}}/resend"),
+            post(a_resend_otp_email),
         )
         // Family B
-        .route("/resources/v3alpha/users/{user_id}/email", put(b_set_email))
+        .route(&format!("{B}/email"), put(b_set_email))
+        .route(&format!("{B}/email/_verify"), post(b_verify_email))
+        .route(&format!("{B}/email/_resend"), post(b_resend_email))
+        .route(&format!("{B}/otp_email"), post(b_add_otp_email))
         .route(
-            "/resources/v3alpha/users/{user_id}/email/_verify",
-            post(b_verify_email),
+            &format!("{B}/otp_email/{{otpEmailId}}"),
+            delete(b_remove_otp_email),
         )
         .route(
-            "/resources/v3alpha/users/{user_id}/email/_resend",
-            post(resend_email::<DetailsB>),
-        )
-        .route(
-            "/resources/v3alpha/users/{user_id}/otp_email",
-            post(b_add_otp_email),
-        )
-        .route(
-            "/resources/v3alpha/users/{user_id}/otp_email/{otp_email_id}",
-            delete(remove_otp_email::<DetailsB>),
-        )
-        .route(
-            "/resources/v3alpha/users/{user_id}/otp_email/{otp_email_id}/_verify",
+            &format!("{B}/otp_email/{{otpEmailId}}/_verify"),
             post(b_verify_otp_email),
         )
         .route(
-            "/resources/v3alpha/users/{user_id}/otp_email/{otp_email_id}/_resend",
-            post(resend_otp_email::<DetailsB>),
+            &format!("{B}/otp_email/{{otpEmailId}}/_resend"),
+            post(b_resend_otp_email),
         )
 }
 
+#[utoipa::path(put, path = "/v3alpha/users/{userId}/email", tag = "Family A",
+    summary = "Set contact email",
+    params(("userId" = String, Path), ScopeQuery), request_body = EmailRequest,
+    responses((status = 200, body = CodeResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn a_set_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -92,6 +112,11 @@ async fn a_set_email(
     Ok(Json(outcome.into()))
 }
 
+#[utoipa::path(put, path = "/resources/v3alpha/users/{id}/email", tag = "Family B",
+    summary = "Set contact email",
+    params(("id" = String, Path), ScopeQuery), request_body = SetEmailDto,
+    responses((status = 200, body = CodeResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn b_set_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -106,6 +131,11 @@ async fn b_set_email(
     Ok(Json(outcome.into()))
 }
 
+#[utoipa::path(post, path = "/v3alpha/users/{userId}/email/verify", tag = "Family A",
+    summary = "Verify the contact email",
+    params(("userId" = String, Path), ScopeQuery), request_body = VerifyRequest,
+    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn a_verify_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -125,6 +155,12 @@ async fn a_verify_email(
     Ok(Json(details.into()))
 }
 
+#[utoipa::path(post, path = "/resources/v3alpha/users/{id}/email/_verify", tag = "Family B",
+    summary = "Verify the contact email",
+    params(("id" = String, Path), ScopeQuery),
+    request_body(content = String, description = "The verification code as a bare JSON string"),
+    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn b_verify_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -139,21 +175,43 @@ async fn b_verify_email(
     Ok(Json(details.into()))
 }
 
-async fn resend_email<D: for<'a> From<&'a common::commands::Details>>(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(user_id): Path<String>,
-    ScopeParams(query): ScopeParams,
-    JsonBody(body): JsonBody<ResendRequest>,
-) -> Answer<CodeResponse<D>> {
-    let delivery = body.parse()?;
-    let scope = query.merge(body.instance, body.organization);
-    let outcome = state
-        .resend_email_code(principal, scope, user_id, None, delivery)
-        .await?;
-    Ok(Json(outcome.into()))
+#[utoipa::path(post, path = "/v3alpha/users/{userId}/email/resend", tag = "Family A",
+    summary = "Resend the contact email code",
+    params(("userId" = String, Path), ScopeQuery), request_body = ResendRequest,
+    responses((status = 200, body = CodeResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn a_resend_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    user_id: Path<String>,
+    query: ScopeParams,
+    body: JsonBody<ResendRequest>,
+) -> Answer<CodeResponse<DetailsA>> {
+    resend(state, principal, user_id.0, None, query, body).await
 }
 
+#[utoipa::path(post, path = "/resources/v3alpha/users/{id}/email/_resend", tag = "Family B",
+    summary = "Resend the contact email code",
+    params(("id" = String, Path), ScopeQuery), request_body = ResendRequest,
+    responses((status = 200, body = CodeResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn b_resend_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    user_id: Path<String>,
+    query: ScopeParams,
+    body: JsonBody<ResendRequest>,
+) -> Answer<CodeResponse<DetailsB>> {
+    resend(state, principal, user_id.0, None, query, body).await
+}
+
+#[utoipa::path(post, path = "/v3alpha/users/{userId}/otp_email", tag = "Family A",
+    summary = "Add an OTP Email authenticator",
+    params(("userId" = String, Path), ScopeQuery), request_body = EmailRequest,
+    responses((status = 200, body = CodeResponse<DetailsA>),
+        (status = 409, description = "Address already registered (code 6, COMMAND-MKL2s)", body = ErrorBody),
+        ErrorAnswers),
+    security(("bearer" = [])))]
 async fn a_add_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -169,6 +227,13 @@ async fn a_add_otp_email(
     Ok(Json(outcome.into()))
 }
 
+#[utoipa::path(post, path = "/resources/v3alpha/users/{id}/otp_email", tag = "Family B",
+    summary = "Add an OTP Email authenticator",
+    params(("id" = String, Path), ScopeQuery), request_body = SetEmailDto,
+    responses((status = 200, body = CodeResponse<DetailsB>),
+        (status = 409, description = "Address already registered (code 6, COMMAND-MKL2s)", body = ErrorBody),
+        ErrorAnswers),
+    security(("bearer" = [])))]
 async fn b_add_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -183,6 +248,12 @@ async fn b_add_otp_email(
     Ok(Json(outcome.into()))
 }
 
+#[utoipa::path(post, path = "/v3alpha/users/{userId}/otp_email/{otpEmailId}/verify", tag = "Family A",
+    summary = "Verify an OTP Email registration",
+    params(("userId" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    request_body = VerifyRequest,
+    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn a_verify_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -202,6 +273,12 @@ async fn a_verify_otp_email(
     Ok(Json(details.into()))
 }
 
+#[utoipa::path(post, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}/_verify", tag = "Family B",
+    summary = "Verify an OTP Email registration",
+    params(("id" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    request_body(content = String, description = "The verification code as a bare JSON string"),
+    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn b_verify_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -222,22 +299,84 @@ async fn b_verify_otp_email(
     Ok(Json(details.into()))
 }
 
-async fn resend_otp_email<D: for<'a> From<&'a common::commands::Details>>(
+#[utoipa::path(post, path = "/v3alpha/users/{userId}/otp_email/{otpEmailId}/resend", tag = "Family A",
+    summary = "Resend an OTP Email code",
+    params(("userId" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    request_body = ResendRequest,
+    responses((status = 200, body = CodeResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn a_resend_otp_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    Path((user_id, otp_email_id)): Path<(String, String)>,
+    query: ScopeParams,
+    body: JsonBody<ResendRequest>,
+) -> Answer<CodeResponse<DetailsA>> {
+    resend(state, principal, user_id, Some(otp_email_id), query, body).await
+}
+
+#[utoipa::path(post, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}/_resend", tag = "Family B",
+    summary = "Resend an OTP Email code",
+    params(("id" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    request_body = ResendRequest,
+    responses((status = 200, body = CodeResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn b_resend_otp_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    Path((user_id, otp_email_id)): Path<(String, String)>,
+    query: ScopeParams,
+    body: JsonBody<ResendRequest>,
+) -> Answer<CodeResponse<DetailsB>> {
+    resend(state, principal, user_id, Some(otp_email_id), query, body).await
+}
+
+/// Resend, for both families and both kinds of address.
+async fn resend<D: for<'a> From<&'a Details>>(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
-    Path((user_id, otp_email_id)): Path<(String, String)>,
+    user_id: String,
+    otp_email_id: Option<String>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<ResendRequest>,
 ) -> Answer<CodeResponse<D>> {
     let delivery = body.parse()?;
     let scope = query.merge(body.instance, body.organization);
     let outcome = state
-        .resend_email_code(principal, scope, user_id, Some(otp_email_id), delivery)
+        .resend_email_code(principal, scope, user_id, otp_email_id, delivery)
         .await?;
     Ok(Json(outcome.into()))
 }
 
-async fn remove_otp_email<D: for<'a> From<&'a common::commands::Details>>(
+#[utoipa::path(delete, path = "/v3alpha/users/{userId}/otp_email/{otpEmailId}", tag = "Family A",
+    summary = "Remove an OTP Email authenticator",
+    params(("userId" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn a_remove_otp_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    ids: Path<(String, String)>,
+    query: ScopeParams,
+) -> Answer<DetailsResponse<DetailsA>> {
+    remove_otp_email(state, principal, ids, query).await
+}
+
+#[utoipa::path(delete, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}", tag = "Family B",
+    summary = "Remove an OTP Email authenticator",
+    params(("id" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
+    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    security(("bearer" = [])))]
+async fn b_remove_otp_email(
+    state: State<AppState>,
+    principal: Authenticated,
+    ids: Path<(String, String)>,
+    query: ScopeParams,
+) -> Answer<DetailsResponse<DetailsB>> {
+    remove_otp_email(state, principal, ids, query).await
+}
+
+async fn remove_otp_email<D: for<'a> From<&'a Details>>(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path((user_id, otp_email_id)): Path<(String, String)>,
@@ -249,6 +388,13 @@ async fn remove_otp_email<D: for<'a> From<&'a common::commands::Details>>(
     Ok(Json(details.into()))
 }
 
+#[utoipa::path(post, path = "/v3alpha/users", tag = "Users",
+    summary = "Create a user",
+    params(ScopeQuery), request_body = CreateUserRequest,
+    responses((status = 201, body = CreateUserResponse),
+        (status = 409, description = "Username taken (code 6)", body = ErrorBody),
+        ErrorAnswers),
+    security(("bearer" = [])))]
 async fn create_user(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -265,6 +411,11 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(outcome.into())))
 }
 
+#[utoipa::path(get, path = "/v3alpha/users/{userId}", tag = "Users",
+    summary = "Get a user",
+    params(("userId" = String, Path), ScopeQuery),
+    responses((status = 200, body = GetUserResponse), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -277,6 +428,11 @@ async fn get_user(
     Ok(Json(user.into()))
 }
 
+#[utoipa::path(delete, path = "/v3alpha/users/{userId}", tag = "Users",
+    summary = "Delete a user (unsent mail is cancelled)",
+    params(("userId" = String, Path), ScopeQuery),
+    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -308,4 +464,41 @@ impl<'de> serde::Deserialize<'de> for BareString {
 
 fn parse_code(raw: Option<&str>, field: &str, max_len: usize) -> Result<SubmittedCode, Rejection> {
     SubmittedCode::parse(raw.unwrap_or(""), field, max_len)
+}
+
+/// The OpenAPI 3 description of the JSON API, generated from the handlers and types above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Contact email service", description = "ZITADEL-compatible v3alpha user API for the contact email and OTP Email authenticators. See SPEC.md."),
+    paths(
+        create_user, get_user, delete_user,
+        a_set_email, a_verify_email, a_resend_email,
+        a_add_otp_email, a_verify_otp_email, a_resend_otp_email, a_remove_otp_email,
+        b_set_email, b_verify_email, b_resend_email,
+        b_add_otp_email, b_verify_otp_email, b_resend_otp_email, b_remove_otp_email,
+        super::health::healthz, super::health::readyz, super::health::metrics,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Personal access token from `api bootstrap` or `api token create`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }

@@ -1,0 +1,171 @@
+//! Prometheus metrics of both processes (`/metrics`). Labels carry only routes, methods,
+//! statuses, outcomes, tiers and states: never a code, token, address or id.
+//!
+//! The job and outbox gauges are read from PostgreSQL when scraped, so every replica shows
+//! the truth of the whole system rather than its own share.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::db::{self, PgPool};
+use crate::mail_job::JobState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// Which process the metrics are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    Api,
+    Worker,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub delivery_latency: Histogram,
+    pub retries: Family<TierLabels, Counter>,
+    pub amqp_reconnects: Counter,
+    outbox_backlog: Gauge,
+    outbox_oldest_age: Gauge<f64, AtomicU64>,
+    jobs: Family<StateLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new(process: Process) -> Self {
+        let mut registry = Registry::with_prefix("contact_email");
+        let m = Metrics {
+            registry: Registry::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
+            deliveries: Family::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 18)),
+            retries: Family::default(),
+            amqp_reconnects: Counter::default(),
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age: Gauge::default(),
+            jobs: Family::default(),
+        };
+        if process == Process::Api {
+            registry.register(
+                "http_requests",
+                "HTTP requests by route, method and status",
+                m.http_requests.clone(),
+            );
+            registry.register(
+                "http_request_duration_seconds",
+                "HTTP request latency by route and method",
+                m.http_duration.clone(),
+            );
+        }
+        if process == Process::Worker {
+            registry.register(
+                "mail_deliveries",
+                "Delivery attempts by outcome (sent, transient, permanent) and jobs ended as expired",
+                m.deliveries.clone(),
+            );
+            registry.register(
+                "mail_delivery_latency_seconds",
+                "Time from enqueue (the request) to the SMTP server accepting the mail",
+                m.delivery_latency.clone(),
+            );
+            registry.register(
+                "mail_retries",
+                "Jobs parked in a delay tier for a later attempt, by tier",
+                m.retries.clone(),
+            );
+        }
+        registry.register(
+            "amqp_reconnects",
+            "Connections to RabbitMQ opened again after the first",
+            m.amqp_reconnects.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Mail jobs waiting in the outbox to be published",
+            m.outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest outbox row",
+            m.outbox_oldest_age.clone(),
+        );
+        registry.register("mail_jobs", "Mail jobs by state", m.jobs.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Refreshes the database gauges (if PostgreSQL answers) and encodes everything in the
+    /// OpenMetrics text format.
+    pub async fn scrape(&self, pool: &PgPool) -> String {
+        let read = db::run(pool, |conn| {
+            let backlog = crate::outbox::backlog(conn)?;
+            let by_state: Vec<(String, i64)> = crate::schema::mail_jobs::table
+                .group_by(crate::schema::mail_jobs::state)
+                .select((crate::schema::mail_jobs::state, diesel::dsl::count_star()))
+                .load(conn)?;
+            Ok((backlog, by_state))
+        });
+        if let Ok(Ok(((n, age), by_state))) =
+            tokio::time::timeout(Duration::from_secs(2), read).await
+        {
+            self.outbox_backlog.set(n);
+            self.outbox_oldest_age.set(age);
+            for state in JobState::ALL {
+                let count = by_state
+                    .iter()
+                    .find(|(s, _)| s == state.as_str())
+                    .map_or(0, |(_, c)| *c);
+                self.jobs
+                    .get_or_create(&StateLabels {
+                        state: state.as_str(),
+                    })
+                    .set(count);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The content type of [`Metrics::scrape`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
