@@ -20,9 +20,14 @@ impl AppState {
             + 'static,
     {
         let commands = self.commands.clone();
-        let outcome = db::run(&self.pool, move |conn| command(&commands, conn)).await?;
+        let traceparent = current_traceparent();
+        let for_command = traceparent.clone();
+        let outcome = db::run(&self.pool, move |conn| {
+            common::trace::with_context(for_command, || command(&commands, conn))
+        })
+        .await?;
         if let Some(job_id) = outcome.job_id {
-            self.outbox.notify(job_id);
+            self.outbox.notify(job_id, traceparent);
         }
         Ok(outcome)
     }
@@ -146,6 +151,11 @@ impl AppState {
         self.plain(move |c, conn| c.delete_user(conn, &principal, &scope, &user_id))
             .await
     }
+}
+
+/// The trace context of the request being served, if any.
+fn current_traceparent() -> Option<String> {
+    crate::http::TRACEPARENT.try_with(Clone::clone).ok()
 }
 
 fn target(otp_email_id: Option<&str>) -> EmailTarget<'_> {

@@ -122,6 +122,22 @@ impl JobMessage {
     }
 }
 
+/// One message to publish: the job and the trace context of the request that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub job_id: i64,
+    pub traceparent: Option<String>,
+}
+
+impl Outgoing {
+    pub fn new(job_id: i64, traceparent: Option<String>) -> Self {
+        Outgoing {
+            job_id,
+            traceparent,
+        }
+    }
+}
+
 /// Trace context carried in the AMQP headers (W3C `traceparent`), so the worker's spans join
 /// the request's trace.
 pub const TRACEPARENT: &str = "traceparent";
@@ -316,18 +332,11 @@ impl Publisher {
         Ok((conn, channel))
     }
 
-    /// Publishes one message per job id (persistent, mandatory, confirmed) and returns the
-    /// ids the broker confirmed as routed and stored. The rest stay with the caller (outbox).
-    pub async fn publish(
-        &self,
-        job_ids: &[i64],
-        route: Route,
-        traceparent: Option<&str>,
-    ) -> Result<Vec<i64>, PublishError> {
+    /// Publishes one message per job (persistent, mandatory, confirmed) and returns the ids
+    /// the broker confirmed as routed and stored. The rest stay with the caller (outbox).
+    pub async fn publish(&self, jobs: &[Outgoing], route: Route) -> Result<Vec<i64>, PublishError> {
         let mut link = self.link.lock().await;
-        let result = self
-            .publish_on(&mut link, job_ids, route, traceparent)
-            .await;
+        let result = self.publish_on(&mut link, jobs, route).await;
         match &result {
             Ok(_) => self.healthy.store(true, Ordering::Relaxed),
             Err(e) => {
@@ -349,22 +358,22 @@ impl Publisher {
     async fn publish_on(
         &self,
         link: &mut Option<(Connection, Channel)>,
-        job_ids: &[i64],
+        jobs: &[Outgoing],
         route: Route,
-        traceparent: Option<&str>,
     ) -> Result<Vec<i64>, PublishError> {
         let channel = self.ensure(link).await?;
-        let mut headers = FieldTable::default();
-        if let Some(tp) = traceparent {
-            headers.insert(TRACEPARENT.into(), long(tp));
-        }
-        let mut pending = Vec::with_capacity(job_ids.len());
-        for &id in job_ids {
+        let mut pending = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let id = job.job_id;
+            let mut headers = FieldTable::default();
+            if let Some(tp) = &job.traceparent {
+                headers.insert(TRACEPARENT.into(), long(tp));
+            }
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(ShortString::from(id.to_string()))
-                .with_headers(headers.clone());
+                .with_headers(headers);
             let confirm = tokio::time::timeout(
                 PUBLISH_TIMEOUT,
                 channel.basic_publish(

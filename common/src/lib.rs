@@ -16,3 +16,4 @@ pub mod schema;
 pub mod telemetry;
 pub mod tenancy;
 pub mod time;
+pub mod trace;

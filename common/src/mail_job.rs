@@ -144,6 +144,7 @@ pub fn enqueue(
             mail_jobs::code_ciphertext.eq(Some(keys.encrypt(id, job.code))),
             mail_jobs::code_expires_at.eq(job.code_expires_at),
             mail_jobs::state.eq(JobState::Queued.as_str()),
+            mail_jobs::trace_context.eq(crate::trace::current()),
             mail_jobs::created_at.eq(now),
             mail_jobs::updated_at.eq(now),
         ))

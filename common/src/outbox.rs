@@ -10,7 +10,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use tokio::sync::{mpsc, watch};
 
-use crate::amqp::{Publisher, Route};
+use crate::amqp::{Outgoing, Publisher, Route};
 use crate::db::{self, PgPool};
 use crate::error::Error;
 use crate::schema::outbox;
@@ -26,23 +26,36 @@ const HANDOFF_BATCH: usize = 256;
 
 /// Takes up to `limit` rows older than `grace`, and leases them (their time is moved to now)
 /// so another replica does not take them while they are being published.
-pub fn claim_due(conn: &mut PgConnection, grace: Duration, limit: i64) -> QueryResult<Vec<i64>> {
+pub fn claim_due(
+    conn: &mut PgConnection,
+    grace: Duration,
+    limit: i64,
+) -> QueryResult<Vec<Outgoing>> {
     diesel::sql_query(
-        "UPDATE outbox SET created_at = now() WHERE id IN ( \
-           SELECT id FROM outbox WHERE created_at < now() - make_interval(secs => $1) \
-           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING job_id",
+        "WITH claimed AS ( \
+           UPDATE outbox SET created_at = now() WHERE id IN ( \
+             SELECT id FROM outbox WHERE created_at < now() - make_interval(secs => $1) \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+           RETURNING job_id) \
+         SELECT claimed.job_id, mail_jobs.trace_context FROM claimed \
+         LEFT JOIN mail_jobs ON mail_jobs.id = claimed.job_id",
     )
     .bind::<diesel::sql_types::Double, _>(grace.as_secs_f64())
     .bind::<diesel::sql_types::BigInt, _>(limit)
-    .load::<JobIdRow>(conn)
-    .map(|rows| rows.into_iter().map(|r| r.job_id).collect())
+    .load::<ClaimedRow>(conn)
+    .map(|rows| {
+        rows.into_iter()
+            .map(|r| Outgoing::new(r.job_id, r.trace_context))
+            .collect()
+    })
 }
 
 #[derive(QueryableByName)]
-struct JobIdRow {
+struct ClaimedRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     job_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    trace_context: Option<String>,
 }
 
 /// Forgets the rows of jobs the broker confirmed.
@@ -67,16 +80,16 @@ pub fn backlog(conn: &mut PgConnection) -> QueryResult<(i64, f64)> {
     Ok((b.n, b.age))
 }
 
-/// Publishes `job_ids` and deletes the outbox rows of those the broker confirmed.
+/// Publishes `jobs` and deletes the outbox rows of those the broker confirmed.
 pub async fn publish_and_forget(
     pool: &PgPool,
     publisher: &Publisher,
-    job_ids: Vec<i64>,
+    jobs: Vec<Outgoing>,
 ) -> Result<usize, Error> {
-    if job_ids.is_empty() {
+    if jobs.is_empty() {
         return Ok(0);
     }
-    let confirmed = match publisher.publish(&job_ids, Route::Send, None).await {
+    let confirmed = match publisher.publish(&jobs, Route::Send).await {
         Ok(c) => c,
         Err(_) => return Ok(0),
     };
@@ -90,7 +103,7 @@ pub async fn publish_and_forget(
 /// The after-commit hand-off: callers `notify` job ids; a task publishes them in batches.
 #[derive(Clone)]
 pub struct OutboxPublisher {
-    tx: mpsc::Sender<i64>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 impl OutboxPublisher {
@@ -101,12 +114,12 @@ impl OutboxPublisher {
         publisher: Arc<Publisher>,
         capacity: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<i64>(capacity);
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(capacity);
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(HANDOFF_BATCH);
             while rx.recv_many(&mut batch, HANDOFF_BATCH).await > 0 {
-                let ids = std::mem::take(&mut batch);
-                if let Err(e) = publish_and_forget(&pool, &publisher, ids).await {
+                let jobs = std::mem::take(&mut batch);
+                if let Err(e) = publish_and_forget(&pool, &publisher, jobs).await {
                     tracing::warn!(error = %e, "could not clear published outbox rows; the relay retries");
                 }
             }
@@ -114,9 +127,14 @@ impl OutboxPublisher {
         (OutboxPublisher { tx }, handle)
     }
 
-    /// Hands a committed job to the publisher without waiting.
-    pub fn notify(&self, job_id: i64) {
-        if self.tx.try_send(job_id).is_err() {
+    /// Hands a committed job (and the trace context of its request) to the publisher
+    /// without waiting.
+    pub fn notify(&self, job_id: i64, traceparent: Option<String>) {
+        if self
+            .tx
+            .try_send(Outgoing::new(job_id, traceparent))
+            .is_err()
+        {
             tracing::debug!(
                 job_id,
                 "publish queue full or closed; the relay will publish the job"

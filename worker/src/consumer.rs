@@ -173,7 +173,19 @@ async fn handle(
         let _ = delivery.ack(BasicAckOptions::default()).await;
         return;
     };
-    match deliverer.deliver(job_id, delivery.redelivered).await {
+    let traceparent = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(amqp::TRACEPARENT))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        });
+    match deliverer
+        .deliver(job_id, delivery.redelivered, traceparent.as_deref())
+        .await
+    {
         Disposition::Done => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(job_id, error = %e, "ack failed; the broker will redeliver (the job is not sent twice)");

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use chrono::Utc;
-use common::amqp::{Publisher, RetryTier, Route};
+use common::amqp::{Outgoing, Publisher, RetryTier, Route};
 use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
 use common::mail_job::{JobState, Purpose};
 use common::metrics::{Metrics, OutcomeLabels, TierLabels};
+use common::trace::TraceParent;
 
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
@@ -57,8 +58,23 @@ pub enum Outcome {
 }
 
 impl Deliverer {
-    #[tracing::instrument(name = "deliver", skip_all, fields(job_id = job_id, redelivered = redelivered))]
-    pub async fn deliver(&self, job_id: i64, redelivered: bool) -> Disposition {
+    /// Delivers the job of one message. `traceparent` (from the message headers) puts the
+    /// delivery's logs in the trace of the request that enqueued the mail.
+    #[tracing::instrument(
+        name = "deliver",
+        skip_all,
+        fields(
+            job_id = job_id,
+            redelivered = redelivered,
+            trace_id = traceparent.and_then(TraceParent::parse).map(|t| t.trace_id)
+        )
+    )]
+    pub async fn deliver(
+        &self,
+        job_id: i64,
+        redelivered: bool,
+        traceparent: Option<&str>,
+    ) -> Disposition {
         match self.try_deliver(job_id, redelivered).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "delivery finished");
@@ -94,7 +110,7 @@ impl Deliverer {
             && wait > EARLY_SLACK
         {
             // Early (a duplicate, or a delay longer than the longest tier): wait again.
-            self.park(job_id, wait).await?;
+            self.park(&job, wait).await?;
             return Ok(Outcome::Parked);
         }
         let Some(job) = db::run(&self.pool, move |c| {
@@ -210,7 +226,7 @@ impl Deliverer {
             Ok(store::mark_retrying(c, id, next, &reply)?)
         })
         .await?;
-        self.park(id, delay).await?;
+        self.park(job, delay).await?;
         self.metrics
             .retries
             .get_or_create(&TierLabels {
@@ -232,11 +248,11 @@ impl Deliverer {
     }
 
     /// Publishes the job to the delay tier for `delay`.
-    async fn park(&self, job_id: i64, delay: Duration) -> Result<(), Error> {
+    async fn park(&self, job: &JobRow, delay: Duration) -> Result<(), Error> {
         let tier = RetryTier::for_delay(delay);
         let confirmed = self
             .publisher
-            .publish(&[job_id], Route::Retry(tier), None)
+            .publish(&[outgoing(job)], Route::Retry(tier))
             .await
             .map_err(|e| Error::Internal(format!("cannot park the job in {}: {e}", tier.name)))?;
         if confirmed.is_empty() {
@@ -254,10 +270,15 @@ impl Deliverer {
         let why = reason.to_owned();
         db::run(&self.pool, move |c| Ok(store::mark_failed(c, id, &why)?)).await?;
         tracing::warn!(reason, "job failed");
-        if let Err(e) = self.publisher.publish(&[id], Route::Dead, None).await {
+        if let Err(e) = self.publisher.publish(&[outgoing(job)], Route::Dead).await {
             // The database is the truth; the dead-letter copy is only for inspection.
             tracing::warn!(error = %e, "could not copy the failed job to mail.dead");
         }
         Ok(Outcome::Failed)
     }
+}
+
+/// The message that carries a job on, with the trace context of the request that made it.
+fn outgoing(job: &JobRow) -> Outgoing {
+    Outgoing::new(job.id, job.trace_context.clone())
 }

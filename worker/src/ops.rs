@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use common::amqp::Publisher;
+use common::amqp::{Outgoing, Publisher};
 use common::commands::{Commands, RefreshRefused};
 use common::error::Error;
 use common::mail_job::{self, JobState};
@@ -385,7 +385,8 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
     if !args.dry_run && !replayed.is_empty() {
         let publisher = Publisher::new(args.amqp.amqp_url.clone(), "contact-email-replay");
         for chunk in replayed.chunks(500) {
-            match common::outbox::publish_and_forget(&pool, &publisher, chunk.to_vec()).await {
+            let jobs = chunk.iter().map(|id| Outgoing::new(*id, None)).collect();
+            match common::outbox::publish_and_forget(&pool, &publisher, jobs).await {
                 Ok(n) if n == chunk.len() => {}
                 Ok(_) => tracing::warn!(
                     "RabbitMQ did not take every job now; the outbox relay of a running api or worker publishes them"

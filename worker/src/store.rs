@@ -26,6 +26,7 @@ pub struct JobRow {
     pub attempts_before_replay: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub trace_context: Option<String>,
 }
 
 impl JobRow {

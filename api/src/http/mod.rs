@@ -16,12 +16,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::error::{Code, Rejection};
 use common::metrics::{HttpLabels, RouteLabels};
+use common::trace::TraceParent;
 use rand::Rng;
 use tracing::Instrument;
 
 use crate::state::AppState;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+
+tokio::task_local! {
+    /// The W3C trace context of the request being served (see `common::trace`).
+    pub static TRACEPARENT: String;
+}
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -60,10 +67,29 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    // Join the caller's trace if it sent one; else the request id (32 hex digits) is the
+    // trace id, so request logs, delivery logs and traces share one key.
+    let incoming = request
+        .headers()
+        .get(&TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let trace = TraceParent::child_of(Some(
+        incoming
+            .as_ref()
+            .map_or(request_id.as_str(), |t| t.trace_id.as_str()),
+    ));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        trace_id = %trace.trace_id,
+        method = %method,
+        route = %route
+    );
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = TRACEPARENT
+        .scope(trace.header(), next.run(request).instrument(span.clone()))
+        .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.in_scope(|| {

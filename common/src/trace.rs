@@ -1,0 +1,128 @@
+//! W3C trace context (`traceparent`) carried from the API request that enqueued a mail, on
+//! the job row and in the AMQP headers, to the worker's delivery span, so the logs (and
+//! traces, when exported) of one request and its mail join up.
+//!
+//! The API sets the context of the current command with [`with_context`]; enqueuing a job
+//! reads it with [`current`]. It is ambient on purpose: the domain commands stay free of
+//! transport details.
+
+use std::cell::RefCell;
+
+use rand::Rng;
+
+/// A parsed `traceparent`: version 00, 16-byte trace id, 8-byte parent span id, flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: String,
+    pub span_id: String,
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; ids of all zeros are invalid.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.trim().split('-');
+        let (version, trace_id, span_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
+        if version != "00" || !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) {
+            return None;
+        }
+        if trace_id.bytes().all(|b| b == b'0') || span_id.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceParent {
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// A new span in the trace `trace_id` (a random trace when `None` or invalid).
+    pub fn child_of(trace_id: Option<&str>) -> Self {
+        let mut rng = rand::rng();
+        let trace_id = trace_id
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase)
+            .filter(|t| !t.bytes().all(|b| b == b'0'))
+            .unwrap_or_else(|| format!("{:032x}", rng.random::<u128>() | 1));
+        TraceParent {
+            trace_id,
+            span_id: format!("{:016x}", rng.random::<u64>() | 1),
+            sampled: true,
+        }
+    }
+
+    pub fn header(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            self.span_id,
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a command on this thread) with `traceparent` as the ambient trace context.
+pub fn with_context<T>(traceparent: Option<String>, f: impl FnOnce() -> T) -> T {
+    let previous = CURRENT.with(|c| c.replace(traceparent));
+    let result = f();
+    CURRENT.with(|c| *c.borrow_mut() = previous);
+    result
+}
+
+/// The ambient trace context of this thread, if any.
+pub fn current() -> Option<String> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_traceparents_only() {
+        let tp =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(tp.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(tp.sampled);
+        assert_eq!(
+            tp.header(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert!(
+            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(TraceParent::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn children_keep_the_trace_and_get_a_new_span() {
+        let child = TraceParent::child_of(Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(child.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(child.span_id.len(), 16);
+        assert!(TraceParent::parse(&child.header()).is_some());
+        let fresh = TraceParent::child_of(Some("not-a-trace-id"));
+        assert_eq!(fresh.trace_id.len(), 32);
+    }
+
+    #[test]
+    fn the_ambient_context_is_scoped() {
+        assert_eq!(current(), None);
+        let inner = with_context(Some("tp".into()), current);
+        assert_eq!(inner.as_deref(), Some("tp"));
+        assert_eq!(current(), None);
+    }
+}
