@@ -1,6 +1,7 @@
 //! `api`: the contact email service's API process and its admin commands.
 
 mod cli;
+mod grpc;
 mod http;
 mod serve;
 mod service;
@@ -35,6 +36,16 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(a)) => &a.log,
     };
     common::telemetry::init(log.format());
+    let checked = match &cli.command {
+        Command::Serve(a) => a.database.validate().and_then(|_| a.amqp.validate()),
+        Command::Migrate(a) => a.database.validate(),
+        Command::Bootstrap(a) => a.database.validate(),
+        Command::Token(TokenCommand::Create(a)) => a.database.validate(),
+    };
+    if let Err(e) = checked {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

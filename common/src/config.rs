@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use base64::Engine;
 use clap::{ArgAction, Args, ValueEnum};
 
 use crate::domain::{CodeKeys, CodeSpec, UrlTemplate};
@@ -13,6 +12,20 @@ use crate::domain::{CodeKeys, CodeSpec, UrlTemplate};
 /// Parses `500ms`, `30s`, `5m`, `1h` (and combinations such as `1m30s`).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim()).map_err(|e| format!("invalid duration {raw:?}: {e}"))
+}
+
+/// Checks that a URL parses and has one of `schemes`; the error never repeats the value
+/// (it may hold a password).
+pub fn check_url(raw: &str, schemes: &[&str]) -> Result<String, String> {
+    match url::Url::parse(raw.trim()) {
+        Ok(u) if schemes.contains(&u.scheme()) && u.has_host() => Ok(raw.trim().to_owned()),
+        Ok(u) if !schemes.contains(&u.scheme()) => Err(format!(
+            "unsupported scheme {:?} (expected {})",
+            u.scheme(),
+            schemes.join(", ")
+        )),
+        _ => Err(format!("not a URL of the form {}://host...", schemes[0])),
+    }
 }
 
 /// Renders a duration the way it is configured (`30s`, `1h`).
@@ -36,6 +49,15 @@ pub struct DatabaseArgs {
     pub database_pool_size: u32,
 }
 
+impl DatabaseArgs {
+    /// Checked after parsing so that an error never echoes the URL (it may hold a password).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url(&self.database_url, &["postgres", "postgresql"])
+            .map(|_| ())
+            .map_err(|m| ConfigError::new("DATABASE_URL", m))
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct AmqpArgs {
     /// RabbitMQ connection URL (the vhost is the path, `%2f` for `/`).
@@ -48,37 +70,25 @@ pub struct AmqpArgs {
     pub amqp_url: String,
 }
 
+impl AmqpArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url(&self.amqp_url, &["amqp", "amqps"])
+            .map(|_| ())
+            .map_err(|m| ConfigError::new("AMQP_URL", m))
+    }
+}
+
 /// The key protecting codes: needed by the api (hash, encrypt) and the worker (decrypt).
 #[derive(Args, Debug, Clone)]
 pub struct KeyArgs {
     /// Standard base64 of 32 random bytes (`openssl rand -base64 32`). Required unless
     /// DEV_MODE is true, where a fixed, public development key is used with a warning.
-    #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true, value_parser = parse_key)]
-    pub code_encryption_key: Option<KeyBytes>,
+    #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true)]
+    pub code_encryption_key: Option<String>,
 
     /// Development mode: allows running without CODE_ENCRYPTION_KEY.
     #[arg(long, env = "DEV_MODE", default_value_t = true, action = ArgAction::Set)]
     pub dev_mode: bool,
-}
-
-/// A parsed `CODE_ENCRYPTION_KEY`.
-#[derive(Clone)]
-pub struct KeyBytes([u8; 32]);
-
-impl std::fmt::Debug for KeyBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyBytes(..)")
-    }
-}
-
-fn parse_key(raw: &str) -> Result<KeyBytes, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(raw.trim())
-        .map_err(|_| "must be standard base64 of 32 random bytes".to_string())?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| "must decode to exactly 32 bytes".to_string())?;
-    Ok(KeyBytes(key))
 }
 
 /// Publicly known; only for DEV_MODE.
@@ -88,7 +98,9 @@ impl KeyArgs {
     /// The code keys, or the configuration error naming the variable.
     pub fn keys(&self) -> Result<CodeKeys, ConfigError> {
         match (&self.code_encryption_key, self.dev_mode) {
-            (Some(k), _) => Ok(CodeKeys::from_master(&k.0)),
+            (Some(k), _) => CodeKeys::from_base64(k).map_err(|m| {
+                ConfigError::new("CODE_ENCRYPTION_KEY", format!("{m} (32 random bytes)"))
+            }),
             (None, true) => {
                 tracing::warn!(
                     "CODE_ENCRYPTION_KEY is not set: using the public development key; \

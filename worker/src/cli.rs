@@ -56,6 +56,18 @@ pub struct DeliveryArgs {
     pub mail_templates_dir: Option<PathBuf>,
 }
 
+impl DeliveryArgs {
+    /// Checked after parsing so that an error never echoes the URL (it may hold a password).
+    pub fn validate(&self) -> Result<(), common::config::ConfigError> {
+        match self.smtp_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => common::config::check_url(url, &["smtp", "smtps"])
+                .map(|_| ())
+                .map_err(|m| common::config::ConfigError::new("SMTP_URL", m)),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RetryArgs {
     /// Deliveries tried before a job is failed.

@@ -29,6 +29,20 @@ fn main() -> ExitCode {
         Command::Replay(a) => &a.log,
     };
     common::telemetry::init(log.format());
+    let checked = match &cli.command {
+        Command::Run(a) => a
+            .database
+            .validate()
+            .and_then(|_| a.amqp.validate())
+            .and_then(|_| a.delivery.validate()),
+        Command::Jobs(JobsCommand::List(a)) => a.database.validate(),
+        Command::Jobs(JobsCommand::Show(a)) => a.database.validate(),
+        Command::Replay(a) => a.database.validate().and_then(|_| a.amqp.validate()),
+    };
+    if let Err(e) = checked {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
