@@ -1,5 +1,6 @@
-//! `api serve`: migrations, the HTTP server, the after-commit publisher and the outbox relay,
-//! and a graceful shutdown that drains requests and flushes the publisher.
+//! `api serve`: migrations, the HTTP server (JSON and gRPC on one port), the after-commit
+//! publisher and the outbox relay, and a graceful shutdown that drains requests and flushes
+//! the publisher.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +62,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %local, "api listening");
 
-    let app = crate::http::app(state);
+    let grpc = crate::grpc::router(state.clone()).map_err(|e| e.to_string())?;
+    let app = crate::http::app(state, grpc);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

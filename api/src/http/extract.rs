@@ -1,13 +1,14 @@
 //! Extractors shared by every route: the bearer token (checked first: SPEC 2 puts 401 before
-//! any body validation), the JSON body (64 KiB, JSON content type, errors naming the field),
-//! and the `instance` / `organization` query parameters.
+//! any body validation; gRPC uses the same check, [`authenticate`]), the JSON body (64 KiB,
+//! JSON content type, errors naming the field), and the `instance` / `organization` query
+//! parameters.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use common::auth::{self, Principal};
 use common::db;
-use common::error::{Rejection, ids};
+use common::error::{Error, Rejection, ids};
 use common::tenancy::{InstanceRef, OrgRef, Scope};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -25,20 +26,27 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                Rejection::unauthenticated("Authorization header with a Bearer token is missing")
-            })?
-            .to_owned();
-        let principal = db::run(&state.pool, move |conn| auth::authenticate(conn, &token)).await?;
-        principal
-            .map(Authenticated)
-            .ok_or_else(|| Rejection::unauthenticated("Token is invalid").into())
+        Ok(Authenticated(
+            authenticate(state, parts.headers.get(header::AUTHORIZATION)).await?,
+        ))
     }
+}
+
+/// The caller of a request whose `Authorization` header (gRPC: `authorization` metadata) is
+/// `authorization`: the one token check of HTTP and gRPC alike (SPEC 2, 401 / code 16).
+pub async fn authenticate(
+    state: &AppState,
+    authorization: Option<&HeaderValue>,
+) -> Result<Principal, Error> {
+    let token = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or_else(|| {
+            Rejection::unauthenticated("Authorization header with a Bearer token is missing")
+        })?
+        .to_owned();
+    let principal = db::run(&state.pool, move |conn| auth::authenticate(conn, &token)).await?;
+    principal.ok_or_else(|| Rejection::unauthenticated("Token is invalid").into())
 }
 
 /// The token of an `Authorization` header value (`Bearer` is case-insensitive).

@@ -30,17 +30,16 @@ tokio::task_local! {
     pub static TRACEPARENT: String;
 }
 
-/// The whole HTTP application.
-pub fn app(state: AppState) -> Router {
+/// The whole application on the API port: the JSON routes, the `grpc` routes (SPEC 4: one
+/// port), the 404 fallback, and the request-id middleware around all of them.
+pub fn app(state: AppState, grpc: Router) -> Router {
     Router::new()
         .merge(routes::router())
         .merge(health::router())
+        .with_state(state.clone())
+        .merge(grpc)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, request_context))
 }
 
 async fn not_found() -> Response {

@@ -1,0 +1,34 @@
+//! Generates the gRPC server code of the `ZITADELUsers` service from the project's own
+//! `.proto` files in `proto/`, and the encoded file descriptor set that gRPC server
+//! reflection serves (so `grpcurl` can list and call the service without the files).
+
+use std::path::{Path, PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto");
+    let mut protos = Vec::new();
+    collect_protos(&root, &mut protos)?;
+    // A stable order keeps the generated code and the descriptor set reproducible.
+    protos.sort();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_transport(false)
+        .file_descriptor_set_path(out_dir.join("contact_email_descriptor.bin"))
+        .include_file("contact_email_proto.rs")
+        .compile_protos(&protos, &[root])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}
+
+fn collect_protos(dir: &Path, into: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, into)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            into.push(path);
+        }
+    }
+    Ok(())
+}
