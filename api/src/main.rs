@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(a) => &a.log,
         Command::Token(TokenCommand::Create(a)) => &a.log,
     };
-    common::telemetry::init(log.format());
+    let log_format = log.format();
     let checked = match &cli.command {
         Command::Serve(a) => a.database.validate().and_then(|_| a.amqp.validate()),
         Command::Migrate(a) => a.database.validate(),
@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let _telemetry = common::telemetry::init(log_format, "api");
         match cli.command {
             Command::Serve(args) => serve::run(*args).await.map_err(classify),
             Command::Migrate(args) => migrate(&args.database.database_url).await,

@@ -108,6 +108,10 @@ impl fmt::Display for JobState {
 /// States a job can still be sent from without an operator.
 pub const UNSENT: [&str; 2] = ["queued", "retrying"];
 
+/// States whose job is not sent yet: [`UNSENT`] and `sending` (an attempt running). A newer
+/// code or a deleted user takes these away from the worker; it checks after each attempt.
+const NOT_YET_SENT: [&str; 3] = ["queued", "retrying", "sending"];
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
@@ -173,7 +177,7 @@ pub fn supersede_unsent(
     diesel::update(
         mail_jobs::table
             .filter(mail_jobs::email_id.eq(email_id))
-            .filter(mail_jobs::state.eq_any(UNSENT))
+            .filter(mail_jobs::state.eq_any(NOT_YET_SENT))
             .filter(mail_jobs::id.ne(by.unwrap_or(0))),
     )
     .set((
@@ -194,7 +198,7 @@ pub fn cancel_unsent_for_user(
     diesel::update(
         mail_jobs::table
             .filter(mail_jobs::user_id.eq(user_id))
-            .filter(mail_jobs::state.eq_any(UNSENT)),
+            .filter(mail_jobs::state.eq_any(NOT_YET_SENT)),
     )
     .set((
         mail_jobs::state.eq(JobState::Cancelled.as_str()),

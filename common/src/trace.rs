@@ -7,6 +7,9 @@
 //! transport details.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use rand::Rng;
 
@@ -66,6 +69,37 @@ impl TraceParent {
             if self.sampled { "01" } else { "00" }
         )
     }
+}
+
+/// Makes `span` a child of `traceparent` for OpenTelemetry export (no-op when not
+/// exporting). Call it before the span is first entered.
+pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(tp) = traceparent.filter(|_| crate::telemetry::exporting()) else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The `traceparent` of `span` in OpenTelemetry, to hand on to the worker; `None` when not
+/// exporting.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !crate::telemetry::exporting() {
+        return None;
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
 }
 
 thread_local! {

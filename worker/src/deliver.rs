@@ -14,6 +14,7 @@ use common::error::Error;
 use common::mail_job::{JobState, Purpose};
 use common::metrics::{Metrics, OutcomeLabels, TierLabels};
 use common::trace::TraceParent;
+use tracing::Instrument;
 
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
@@ -58,23 +59,30 @@ pub enum Outcome {
 }
 
 impl Deliverer {
-    /// Delivers the job of one message. `traceparent` (from the message headers) puts the
-    /// delivery's logs in the trace of the request that enqueued the mail.
-    #[tracing::instrument(
-        name = "deliver",
-        skip_all,
-        fields(
-            job_id = job_id,
-            redelivered = redelivered,
-            trace_id = traceparent.and_then(TraceParent::parse).map(|t| t.trace_id)
-        )
-    )]
+    /// Delivers the job of one message, in a span that joins the trace of the request that
+    /// enqueued the mail (`traceparent` from the message headers).
     pub async fn deliver(
         &self,
         job_id: i64,
         redelivered: bool,
         traceparent: Option<&str>,
     ) -> Disposition {
+        let span = tracing::info_span!(
+            "deliver",
+            job_id,
+            redelivered,
+            trace_id = tracing::field::Empty
+        );
+        common::trace::set_parent(&span, traceparent);
+        if let Some(tp) = traceparent.and_then(TraceParent::parse) {
+            span.record("trace_id", tp.trace_id.as_str());
+        }
+        self.deliver_in_span(job_id, redelivered)
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver_in_span(&self, job_id: i64, redelivered: bool) -> Disposition {
         match self.try_deliver(job_id, redelivered).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "delivery finished");
@@ -169,7 +177,7 @@ impl Deliverer {
             };
             let id = job.id;
             let reply_owned = reply.to_owned();
-            db::run(&self.pool, move |c| {
+            let now = db::run(&self.pool, move |c| {
                 Ok(store::record_attempt(
                     c,
                     id,
@@ -182,6 +190,15 @@ impl Deliverer {
             .await?;
             in_budget += 1;
             self.count(outcome);
+            if result.is_err() && !now.held {
+                // Superseded or cancelled while this attempt ran: its code is void.
+                return Ok(Outcome::Skipped);
+            }
+            if result.is_err() && now.code_expired {
+                db::run(&self.pool, move |c| Ok(store::mark_expired(c, id)?)).await?;
+                self.count("expired");
+                return Ok(Outcome::Expired);
+            }
             match result {
                 Ok(_) => {
                     db::run(&self.pool, move |c| Ok(store::mark_sent(c, id)?)).await?;
@@ -222,10 +239,13 @@ impl Deliverer {
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
         let id = job.id;
         let reply = reply.to_owned();
-        db::run(&self.pool, move |c| {
+        let held = db::run(&self.pool, move |c| {
             Ok(store::mark_retrying(c, id, next, &reply)?)
         })
         .await?;
+        if held == 0 {
+            return Ok(Outcome::Skipped);
+        }
         self.park(job, delay).await?;
         self.metrics
             .retries
@@ -268,7 +288,10 @@ impl Deliverer {
     async fn fail(&self, job: &JobRow, reason: &str) -> Result<Outcome, Error> {
         let id = job.id;
         let why = reason.to_owned();
-        db::run(&self.pool, move |c| Ok(store::mark_failed(c, id, &why)?)).await?;
+        let held = db::run(&self.pool, move |c| Ok(store::mark_failed(c, id, &why)?)).await?;
+        if held == 0 {
+            return Ok(Outcome::Skipped);
+        }
         tracing::warn!(reason, "job failed");
         if let Err(e) = self.publisher.publish(&[outgoing(job)], Route::Dead).await {
             // The database is the truth; the dead-letter copy is only for inspection.

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::Show(a)) => &a.log,
         Command::Replay(a) => &a.log,
     };
-    common::telemetry::init(log.format());
+    let log_format = log.format();
     let checked = match &cli.command {
         Command::Run(a) => a
             .database
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<(), String> = runtime.block_on(async {
+        let _telemetry = common::telemetry::init(log_format, "worker");
         match cli.command {
             Command::Run(args) => run::run(*args).await,
             Command::Jobs(JobsCommand::List(args)) => {

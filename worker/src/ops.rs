@@ -257,6 +257,14 @@ fn decide(
         }
         _ => Decision::Skip("not failed"),
     };
+    // A dry run must say what the real run will do: a refresh can still be refused.
+    if decision == (Decision::Replay { refresh: true }) {
+        return Ok(match commands.can_refresh_job_code(conn, job.id)? {
+            Ok(()) => decision,
+            Err(RefreshRefused::UserDeleted) => Decision::Skip("user deleted"),
+            Err(RefreshRefused::Superseded) => Decision::Skip("superseded"),
+        });
+    }
     Ok(decision)
 }
 
@@ -307,13 +315,20 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
 
     let ids = args.ids.clone();
     let failed = args.failed;
+    let refresh_code = args.refresh_code;
     let since = args.since.map(|s| s.0);
     let until = args.until.map(|s| s.0);
     let (candidates, unknown): (Vec<ReplayCandidate>, Vec<String>) =
         common::db::run(&pool, move |conn| {
             if failed {
+                // With --refresh-code, jobs that expired unsent are worth a new code too.
+                let states: &[&str] = if refresh_code {
+                    &["failed", "expired"]
+                } else {
+                    &["failed"]
+                };
                 let mut q = mail_jobs::table
-                    .filter(mail_jobs::state.eq(JobState::Failed.as_str()))
+                    .filter(mail_jobs::state.eq_any(states))
                     .select(ReplayCandidate::as_select())
                     .into_boxed();
                 if let Some(s) = since {

@@ -80,7 +80,16 @@ pub fn claim(
     .optional()
 }
 
-/// Appends an attempt to the history and counts it; returns the new count.
+/// The job as it stands after an attempt was recorded: another process may have superseded
+/// or cancelled it meanwhile, and its code may have expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterAttempt {
+    /// Still held by this worker (`sending`).
+    pub held: bool,
+    pub code_expired: bool,
+}
+
+/// Appends an attempt to the history and counts it.
 pub fn record_attempt(
     conn: &mut PgConnection,
     id: i64,
@@ -88,7 +97,7 @@ pub fn record_attempt(
     outcome: &str,
     reply: &str,
     duration: Duration,
-) -> QueryResult<i32> {
+) -> QueryResult<AfterAttempt> {
     conn.transaction(|conn| {
         diesel::insert_into(mail_attempts::table)
             .values((
@@ -99,10 +108,14 @@ pub fn record_attempt(
                 mail_attempts::duration_ms.eq(duration.as_millis().min(i32::MAX as u128) as i32),
             ))
             .execute(conn)?;
-        diesel::update(mail_jobs::table.find(id))
+        let (state, expires): (String, DateTime<Utc>) = diesel::update(mail_jobs::table.find(id))
             .set(mail_jobs::attempts.eq(mail_jobs::attempts + 1))
-            .returning(mail_jobs::attempts)
-            .get_result(conn)
+            .returning((mail_jobs::state, mail_jobs::code_expires_at))
+            .get_result(conn)?;
+        Ok(AfterAttempt {
+            held: state == JobState::Sending.as_str(),
+            code_expired: expires <= Utc::now(),
+        })
     })
 }
 
@@ -111,7 +124,8 @@ fn truncate(reply: &str) -> String {
     reply.chars().take(1000).collect()
 }
 
-/// Moves a job this worker holds (`sending`) to its next state.
+/// Moves a job this worker holds (`sending`) to its next state; 0 rows when it is no longer
+/// held (superseded or cancelled meanwhile).
 fn finish(
     conn: &mut PgConnection,
     id: i64,
@@ -133,23 +147,32 @@ fn finish(
     );
     if wipe_code {
         diesel::update(target)
-            .set((
-                common,
-                mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
-                mail_jobs::sent_at.eq(if state == JobState::Sent {
-                    Some(now)
-                } else {
-                    None
-                }),
-            ))
+            .set((common, mail_jobs::code_ciphertext.eq(None::<Vec<u8>>)))
             .execute(conn)
     } else {
         diesel::update(target).set(common).execute(conn)
     }
 }
 
+/// The SMTP server accepted the mail: `sent`, even if the job was superseded or cancelled
+/// while the mail was on its way (it did go out).
 pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
-    finish(conn, id, JobState::Sent, None, None, true)
+    let now = Utc::now();
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::id.eq(id))
+            .filter(mail_jobs::state.eq_any(["sending", "superseded", "cancelled"])),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Sent.as_str()),
+        mail_jobs::last_error.eq(None::<String>),
+        mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
+        mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
+        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
+        mail_jobs::sent_at.eq(Some(now)),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .execute(conn)
 }
 
 pub fn mark_retrying(

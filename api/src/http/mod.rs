@@ -66,28 +66,20 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
-    // Join the caller's trace if it sent one; else the request id (32 hex digits) is the
-    // trace id, so request logs, delivery logs and traces share one key.
-    let incoming = request
-        .headers()
-        .get(&TRACEPARENT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
-    let trace = TraceParent::child_of(Some(
-        incoming
-            .as_ref()
-            .map_or(request_id.as_str(), |t| t.trace_id.as_str()),
-    ));
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        trace_id = %trace.trace_id,
+        trace_id = tracing::field::Empty,
         method = %method,
         route = %route
     );
+    let traceparent = request_trace(&span, &request, &request_id);
+    if let Some(tp) = TraceParent::parse(&traceparent) {
+        span.record("trace_id", tp.trace_id.as_str());
+    }
     let started = Instant::now();
     let mut response = TRACEPARENT
-        .scope(trace.header(), next.run(request).instrument(span.clone()))
+        .scope(traceparent, next.run(request).instrument(span.clone()))
         .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -117,6 +109,24 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     response.into_response()
+}
+
+/// The trace context of a request: the caller's `traceparent` is joined; without one, the
+/// OpenTelemetry trace when exporting, else the request id (32 hex digits) as the trace id,
+/// so request logs, delivery logs and traces share one key.
+fn request_trace(span: &tracing::Span, request: &Request, request_id: &str) -> String {
+    let incoming = request
+        .headers()
+        .get(&TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| TraceParent::parse(v).is_some());
+    common::trace::set_parent(span, incoming);
+    common::trace::traceparent_of(span).unwrap_or_else(|| {
+        let trace_id = incoming
+            .and_then(TraceParent::parse)
+            .map_or_else(|| request_id.to_owned(), |t| t.trace_id);
+        TraceParent::child_of(Some(&trace_id)).header()
+    })
 }
 
 fn new_request_id() -> String {

@@ -619,34 +619,10 @@ impl Commands {
         conn: &mut PgConnection,
         job_id: i64,
     ) -> Result<Result<(), RefreshRefused>, Error> {
-        use crate::schema::{mail_jobs, users};
-        let (user_id, email_id, purpose, recipient): (i64, i64, String, String) = mail_jobs::table
-            .find(job_id)
-            .select((
-                mail_jobs::user_id,
-                mail_jobs::email_id,
-                mail_jobs::purpose,
-                mail_jobs::recipient,
-            ))
-            .first(conn)?;
-        let purpose: Purpose = purpose.parse().map_err(Error::Internal)?;
-        let Some(user) = users::table
-            .filter(users::id.eq(user_id))
-            .filter(users::deleted_at.is_null())
-            .select(UserRow::as_select())
-            .for_update()
-            .first(conn)
-            .optional()?
-        else {
-            return Ok(Err(RefreshRefused::UserDeleted));
-        };
-        let row = user_emails::table
-            .find(email_id)
-            .select(EmailRow::as_select())
-            .first(conn)
-            .optional()?;
-        let Some(row) = row.filter(|r| r.address == recipient && r.has_pending_code()) else {
-            return Ok(Err(RefreshRefused::Superseded));
+        use crate::schema::mail_jobs;
+        let (user, row, purpose) = match refresh_target(conn, job_id, true)? {
+            Ok(found) => found,
+            Err(refused) => return Ok(Err(refused)),
         };
         let (spec, ttl) = match purpose {
             Purpose::ContactEmail => (&self.policy.email, self.policy.email_ttl),
@@ -689,6 +665,15 @@ impl Commands {
         Ok(Ok(()))
     }
 
+    /// Whether [`Commands::refresh_job_code`] would give the job a new code (for a dry run).
+    pub fn can_refresh_job_code(
+        &self,
+        conn: &mut PgConnection,
+        job_id: i64,
+    ) -> Result<Result<(), RefreshRefused>, Error> {
+        Ok(refresh_target(conn, job_id, false)?.map(|_| ()))
+    }
+
     /// Whether a job's code is still the pending code of its address (a replay without a
     /// new code is only worth it then).
     pub fn job_code_is_current(
@@ -712,5 +697,46 @@ impl Commands {
                     .as_deref()
                     .is_some_and(|h| self.keys.verify(r.id, &code, h))
         }))
+    }
+}
+
+/// The user (locked when `lock`) and address a job's code can be refreshed for: the user
+/// still exists and the address still waits for verification of the same recipient.
+fn refresh_target(
+    conn: &mut PgConnection,
+    job_id: i64,
+    lock: bool,
+) -> Result<Result<(UserRow, EmailRow, Purpose), RefreshRefused>, Error> {
+    use crate::schema::{mail_jobs, users};
+    let (user_id, email_id, purpose, recipient): (i64, i64, String, String) = mail_jobs::table
+        .find(job_id)
+        .select((
+            mail_jobs::user_id,
+            mail_jobs::email_id,
+            mail_jobs::purpose,
+            mail_jobs::recipient,
+        ))
+        .first(conn)?;
+    let purpose: Purpose = purpose.parse().map_err(Error::Internal)?;
+    let query = users::table
+        .filter(users::id.eq(user_id))
+        .filter(users::deleted_at.is_null())
+        .select(UserRow::as_select());
+    let user = if lock {
+        query.for_update().first(conn).optional()?
+    } else {
+        query.first(conn).optional()?
+    };
+    let Some(user) = user else {
+        return Ok(Err(RefreshRefused::UserDeleted));
+    };
+    let row = user_emails::table
+        .find(email_id)
+        .select(EmailRow::as_select())
+        .first(conn)
+        .optional()?;
+    match row.filter(|r| r.address == recipient && r.has_pending_code()) {
+        Some(row) => Ok(Ok((user, row, purpose))),
+        None => Ok(Err(RefreshRefused::Superseded)),
     }
 }
