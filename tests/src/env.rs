@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client::Api;
+use crate::proxy::TcpProxy;
 use crate::smtp_sink::SmtpSink;
 
 /// `MAIL_FROM` of every test process.
@@ -134,6 +135,8 @@ pub struct TestEnvBuilder {
     worker: bool,
     bootstrap: Option<Vec<String>>,
     file_mail: bool,
+    amqp_proxy: bool,
+    database_proxy: bool,
 }
 
 impl TestEnvBuilder {
@@ -176,6 +179,23 @@ impl TestEnvBuilder {
     /// File mode: no `SMTP_URL`, mails are written to `MAIL_DIR` = [`TestEnv::mail_dir`].
     pub fn file_mail(mut self) -> Self {
         self.file_mail = true;
+        self
+    }
+
+    /// Points `AMQP_URL` of the `api` and `worker` processes at a [`TcpProxy`] in front of
+    /// RabbitMQ, controlled with [`TestEnv::amqp_proxy`], to simulate a broker outage for this
+    /// environment only. CLI runs ([`TestEnv::run_worker`] and friends) still connect directly.
+    pub fn amqp_via_proxy(mut self) -> Self {
+        self.amqp_proxy = true;
+        self
+    }
+
+    /// Points `DATABASE_URL` of the `api` and `worker` processes at a [`TcpProxy`] in front of
+    /// PostgreSQL, controlled with [`TestEnv::database_proxy`], to simulate a database outage
+    /// for this environment only. CLI runs (bootstrap, `worker jobs`, [`TestEnv::psql`]) still
+    /// connect directly, so a test can look at the database while the processes cannot.
+    pub fn database_via_proxy(mut self) -> Self {
+        self.database_proxy = true;
         self
     }
 
@@ -228,6 +248,15 @@ impl TestEnvBuilder {
         let api_addr = env.get("API_ADDR").cloned().unwrap_or(api_addr);
         let worker_addr = env.get("WORKER_ADDR").cloned().unwrap_or(worker_addr);
 
+        let mut amqp_proxy = None;
+        if self.amqp_proxy {
+            amqp_proxy = Some(Proxied::spawn("AMQP_URL", &env["AMQP_URL"], 5672).await);
+        }
+        let mut database_proxy = None;
+        if self.database_proxy {
+            database_proxy = Some(Proxied::spawn("DATABASE_URL", &env["DATABASE_URL"], 5432).await);
+        }
+
         // From here on, `Drop` cleans up whatever a panic leaves behind.
         let mut test_env = TestEnv {
             sink,
@@ -239,6 +268,8 @@ impl TestEnvBuilder {
             bootstrap: None,
             api: Slot::new(api_addr),
             workers: Vec::new(),
+            amqp_proxy,
+            database_proxy,
         };
         test_env.create_vhost();
         if let Some(args) = &self.bootstrap {
@@ -275,6 +306,40 @@ impl Slot {
     }
 }
 
+/// A proxy in front of a server and the URL that reaches the server through it.
+struct Proxied {
+    /// The variable the long-running processes get `url` in.
+    var: &'static str,
+    proxy: TcpProxy,
+    url: String,
+}
+
+impl Proxied {
+    /// A proxy to the host and port of `direct` (`default_port` when it names none), and
+    /// `direct` with its host and port replaced by the proxy's.
+    async fn spawn(var: &'static str, direct: &str, default_port: u16) -> Proxied {
+        use std::net::ToSocketAddrs;
+        let mut url = url::Url::parse(direct)
+            .unwrap_or_else(|e| panic!("{var} {direct:?} is not a URL: {e}"));
+        let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = url.port().unwrap_or(default_port);
+        let target = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| panic!("{var}: cannot resolve {host}:{port}"));
+        let proxy = TcpProxy::spawn(target).await;
+        let pointed =
+            url.set_host(Some("127.0.0.1")).is_ok() && url.set_port(Some(proxy.port())).is_ok();
+        assert!(pointed, "{var}: cannot point {direct:?} at the proxy");
+        Proxied {
+            var,
+            proxy,
+            url: url.to_string(),
+        }
+    }
+}
+
 /// An isolated environment for one test. See the module documentation.
 pub struct TestEnv {
     /// The SMTP server the processes deliver to (unless in file mode).
@@ -288,6 +353,8 @@ pub struct TestEnv {
     bootstrap: Option<Bootstrap>,
     api: Slot,
     workers: Vec<Slot>,
+    amqp_proxy: Option<Proxied>,
+    database_proxy: Option<Proxied>,
 }
 
 impl TestEnv {
@@ -299,6 +366,8 @@ impl TestEnv {
             worker: true,
             bootstrap: Some(Vec::new()),
             file_mail: false,
+            amqp_proxy: false,
+            database_proxy: false,
         }
     }
 
@@ -378,6 +447,39 @@ impl TestEnv {
     /// `AMQP_URL` of this test.
     pub fn amqp_url(&self) -> &str {
         &self.env["AMQP_URL"]
+    }
+
+    /// The proxy between the processes and RabbitMQ. Panics unless the environment was built
+    /// with [`TestEnvBuilder::amqp_via_proxy`].
+    pub fn amqp_proxy(&self) -> &TcpProxy {
+        &self
+            .amqp_proxy
+            .as_ref()
+            .expect("this TestEnv was built without amqp_via_proxy()")
+            .proxy
+    }
+
+    /// The proxy between the processes and PostgreSQL. Panics unless the environment was
+    /// built with [`TestEnvBuilder::database_via_proxy`].
+    pub fn database_proxy(&self) -> &TcpProxy {
+        &self
+            .database_proxy
+            .as_ref()
+            .expect("this TestEnv was built without database_via_proxy()")
+            .proxy
+    }
+
+    /// The value of `var` (such as `DATABASE_URL`) the long-running processes get: the proxy's
+    /// URL when the variable goes through a proxy, else the base environment's value.
+    pub fn process_env(&self, var: &str) -> Option<&str> {
+        self.proxied()
+            .find(|p| p.var == var)
+            .map(|p| p.url.as_str())
+            .or_else(|| self.env.get(var).map(String::as_str))
+    }
+
+    fn proxied(&self) -> impl Iterator<Item = &Proxied> {
+        self.amqp_proxy.iter().chain(self.database_proxy.iter())
     }
 
     /// The per-test temporary directory (logs, mails in file mode). Kept when a test fails.
@@ -592,6 +694,7 @@ impl TestEnv {
             .env_clear()
             .envs(passthrough_env())
             .envs(&self.env)
+            .envs(self.proxied().map(|p| (p.var, &p.url)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -3,11 +3,13 @@
 //! Tests drive the real `api` and `worker` binaries from outside, as SPEC.md describes them:
 //! [`TestEnv`] gives each test its own database, RabbitMQ vhost, ports and [`SmtpSink`], and
 //! runs the processes; [`Api`] talks HTTP to the API; [`ReceivedMail`] (see [`mail`]) reads
-//! the mails that arrive.
+//! the mails that arrive; [`TcpProxy`] (see [`proxy`]) cuts one environment off from the
+//! shared PostgreSQL or RabbitMQ to simulate an outage.
 
 pub mod client;
 pub mod env;
 pub mod mail;
+pub mod proxy;
 pub mod smtp_sink;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use std::time::Duration;
 pub use client::{Api, Body, Method, Resp};
 pub use env::{Bootstrap, CliOutput, Role, TestEnv, TestEnvBuilder};
 pub use mail::ParsedMail;
+pub use proxy::TcpProxy;
 pub use smtp_sink::{ReceivedMail, SinkMode, SmtpSink};
 
 /// Polls `check` every 100 ms until it returns `Some`, and returns that value. Panics with

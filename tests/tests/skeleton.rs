@@ -43,6 +43,9 @@ async fn a_mailed_code_verifies_the_contact_email() {
         .await
         .expect_status(200);
     assert_eq!(verified["details"]["sequence"], "3");
-    let got = api.get(&format!("/v3alpha/users/{user}")).await.expect_status(200);
+    let got = api
+        .get(&format!("/v3alpha/users/{user}"))
+        .await
+        .expect_status(200);
     assert_eq!(got["user"]["contact"]["email"]["isVerified"], true);
 }
