@@ -51,7 +51,7 @@ export WORKER_ADDR=${WORKER_ADDR:-127.0.0.1:8081}
 export MAIL_DIR=${MAIL_DIR:-$VAR/mail}
 export LOG_FORMAT=${LOG_FORMAT:-json}
 
-target/debug/api bootstrap > "$VAR/bootstrap.json"
+target/debug/api bootstrap > "$VAR/bootstrap.json" 2>> "$VAR/log/bootstrap.log"
 sed -n 's/.*"token":"\([^"]*\)".*/\1/p' "$VAR/bootstrap.json" > "$VAR/token"
 
 nohup target/debug/api serve >> "$VAR/log/api.log" 2>&1 &
