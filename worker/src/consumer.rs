@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use common::amqp::{self, JobMessage, SEND_QUEUE};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -20,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::deliver::{Deliverer, Disposition};
+use crate::retry::Reconnect;
 
 /// How long a stop waits for deliveries in flight before handing them back.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +42,7 @@ struct Session {
 
 impl ConsumerLoop {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut reconnect = reconnect_backoff();
+        let mut reconnect = Reconnect::new();
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut sessions = 0u64;
         loop {
@@ -55,7 +55,7 @@ impl ConsumerLoop {
                     s
                 }
                 Err(e) => {
-                    let wait = reconnect.next_backoff().unwrap_or(Duration::from_secs(10));
+                    let wait = reconnect.next_wait();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot consume yet");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
@@ -237,12 +237,4 @@ async fn close(session: Session) {
         session.connection.close(200, "bye".into()),
     )
     .await;
-}
-
-fn reconnect_backoff() -> backoff::ExponentialBackoff {
-    backoff::ExponentialBackoffBuilder::new()
-        .with_initial_interval(Duration::from_millis(500))
-        .with_max_interval(Duration::from_secs(10))
-        .with_max_elapsed_time(None)
-        .build()
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backoff::backoff::Backoff;
 use chrono::Utc;
 use common::amqp::{Outgoing, Publisher, RetryTier, Route};
 use common::db::{self, PgPool};
@@ -216,7 +215,7 @@ impl Deliverer {
                             )
                             .await;
                     }
-                    match quick.next_backoff() {
+                    match quick.next_wait() {
                         Some(wait) if tries < QUICK_TRIES => tokio::time::sleep(wait).await,
                         _ => return self.schedule_retry(job, in_budget, &reply).await,
                     }

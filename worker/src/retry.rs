@@ -1,4 +1,4 @@
-//! The retry policy, in one place (DESIGN: the `backoff` crate stays behind this type).
+//! The retry policies, in one place (DESIGN: the `backoff` crate is used here only).
 //!
 //! Two levels: a few quick in-process retries for blips (bounded to seconds), then the job
 //! waits in a delay tier for the exponential backoff with jitter between deliveries
@@ -23,14 +23,16 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Waits between the quick tries of one delivery: 200 ms, then 400 ms, jittered, never
     /// more than 3 s in all.
-    pub fn quick(&self) -> ExponentialBackoff {
-        ExponentialBackoffBuilder::new()
-            .with_initial_interval(Duration::from_millis(200))
-            .with_multiplier(2.0)
-            .with_randomization_factor(0.3)
-            .with_max_interval(Duration::from_secs(1))
-            .with_max_elapsed_time(Some(Duration::from_secs(3)))
-            .build()
+    pub fn quick(&self) -> QuickRetries {
+        QuickRetries(
+            ExponentialBackoffBuilder::new()
+                .with_initial_interval(Duration::from_millis(200))
+                .with_multiplier(2.0)
+                .with_randomization_factor(0.3)
+                .with_max_interval(Duration::from_secs(1))
+                .with_max_elapsed_time(Some(Duration::from_secs(3)))
+                .build(),
+        )
     }
 
     /// The wait before the next delivery after `failed_deliveries` (1, 2, ...) deliveries
@@ -48,6 +50,40 @@ impl RetryPolicy {
             delay = schedule.next_backoff().unwrap_or(self.max);
         }
         delay.min(self.max)
+    }
+}
+
+/// The waits between the quick tries of one delivery; `None` once the time is used up.
+pub struct QuickRetries(ExponentialBackoff);
+
+impl QuickRetries {
+    pub fn next_wait(&mut self) -> Option<Duration> {
+        self.0.next_backoff()
+    }
+}
+
+/// Waits between attempts to reach RabbitMQ and PostgreSQL again: 0.5 s doubling to 10 s,
+/// jittered, for as long as it takes.
+pub struct Reconnect(ExponentialBackoff);
+
+impl Reconnect {
+    pub fn new() -> Self {
+        Reconnect(
+            ExponentialBackoffBuilder::new()
+                .with_initial_interval(Duration::from_millis(500))
+                .with_max_interval(Duration::from_secs(10))
+                .with_max_elapsed_time(None)
+                .build(),
+        )
+    }
+
+    pub fn next_wait(&mut self) -> Duration {
+        self.0.next_backoff().unwrap_or(Duration::from_secs(10))
+    }
+
+    /// After a success: start from the shortest wait again.
+    pub fn reset(&mut self) {
+        self.0.reset();
     }
 }
 
@@ -78,7 +114,7 @@ mod tests {
             max_attempts: 10,
         };
         let mut quick = p.quick();
-        let first = quick.next_backoff().unwrap();
+        let first = quick.next_wait().unwrap();
         assert!(first <= Duration::from_millis(300), "{first:?}");
     }
 }
