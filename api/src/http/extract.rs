@@ -1,11 +1,14 @@
-//! Extractors shared by every route: the bearer token (checked first: SPEC 2 puts 401 before
-//! any body validation; gRPC uses the same check, [`authenticate`]), the JSON body (64 KiB,
+//! Extractors shared by every route: the bearer token (checked first, by the [`require_token`]
+//! middleware: SPEC 2 puts 401 before any body validation; gRPC uses the same check,
+//! [`authenticate`]), the JSON body (64 KiB,
 //! JSON content type, errors naming the field), and the `instance` / `organization` query
 //! parameters.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use common::auth::{self, Principal};
 use common::db;
 use common::error::{Error, Rejection, ids};
@@ -19,17 +22,60 @@ use crate::state::AppState;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The caller, from `Authorization: Bearer <token>`.
+/// The caller, as [`require_token`] established it.
 pub struct Authenticated(pub Principal);
 
-impl FromRequestParts<AppState> for Authenticated {
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Authenticated(
-            authenticate(state, parts.headers.get(header::AUTHORIZATION)).await?,
-        ))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Authenticated)
+            .ok_or_else(|| Rejection::unauthenticated("Token is invalid").into())
     }
+}
+
+/// Middleware of every authenticated JSON route: checks the bearer token before anything
+/// else (SPEC 2) and hands the principal to the handler. A refused request's body is read
+/// and dropped first, so the connection stays usable and the 401 is not lost to a reset.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&state, request.headers().get(header::AUTHORIZATION)).await {
+        Ok(principal) => {
+            let mut request = request;
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => {
+            let drained = tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                axum::body::to_bytes(request.into_body(), BODY_LIMIT),
+            )
+            .await;
+            let mut response = ApiError(e).into_response();
+            if !matches!(drained, Ok(Ok(_))) {
+                close_connection(&mut response);
+            }
+            response
+        }
+    }
+}
+
+/// How long a refused request's body may take to arrive before the connection is closed.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks HTTP/1.1 clients to open a new connection for their next request (the body of this
+/// one was not read to its end). Ignored by the HTTP/2 server.
+pub fn close_connection(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// The caller of a request whose `Authorization` header (gRPC: `authorization` metadata) is
@@ -107,7 +153,7 @@ fn is_json(content_type: &str) -> bool {
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = if path.is_empty() || path == "." {
@@ -115,8 +161,16 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             format!("Invalid field {path}: {inner}")
         };
-        Rejection::invalid(ids::REQUEST_MALFORMED, message).into()
-    })
+        Rejection::invalid(ids::REQUEST_MALFORMED, message)
+    })?;
+    // Anything but white space after the JSON value makes the body malformed.
+    de.end().map_err(|e| {
+        Rejection::invalid(
+            ids::REQUEST_MALFORMED,
+            format!("Request body is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// `instance` of a request body.

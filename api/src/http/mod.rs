@@ -34,7 +34,12 @@ tokio::task_local! {
 /// port), the 404 fallback, and the request-id middleware around all of them.
 pub fn app(state: AppState, grpc: Router) -> Router {
     Router::new()
-        .merge(routes::router())
+        .merge(
+            routes::router().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                extract::require_token,
+            )),
+        )
         .merge(health::router())
         .with_state(state.clone())
         .merge(grpc)
@@ -82,6 +87,10 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
         .scope(traceparent, next.run(request).instrument(span.clone()))
         .await;
     let status = response.status().as_u16();
+    if status == 413 {
+        // The rest of the body was not read: the connection cannot carry another request.
+        extract::close_connection(&mut response);
+    }
     let elapsed = started.elapsed();
     span.in_scope(|| {
         tracing::info!(
