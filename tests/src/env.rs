@@ -668,9 +668,52 @@ impl TestEnv {
     }
 
     /// Starts the process and waits until `/readyz` answers 200. Panics if it is running.
+    /// When its port was taken meanwhile (another test's process), it gets another one.
     pub async fn start_process(&mut self, role: Role) {
-        self.spawn_process(role);
+        for _ in 0..3 {
+            self.spawn_process(role);
+            if !self.exited_on_port_clash(role).await {
+                break;
+            }
+            let addr = format!("127.0.0.1:{}", free_port());
+            let var = match role {
+                Role::Api => "API_ADDR",
+                Role::Worker(_) => "WORKER_ADDR",
+            };
+            if matches!(role, Role::Api | Role::Worker(0)) {
+                self.env.insert(var.to_owned(), addr.clone());
+            }
+            self.slot_mut(role).addr = addr;
+        }
         self.wait_ready(role).await;
+    }
+
+    /// Waits (up to 3 s) to see whether the process exits because its address is taken.
+    async fn exited_on_port_clash(&mut self, role: Role) -> bool {
+        for _ in 0..30 {
+            match &mut self.slot_mut(role).child {
+                Some(child) => match child.try_wait() {
+                    Ok(Some(_)) => {
+                        return self.log_tail(role, 5).contains("cannot listen on");
+                    }
+                    Ok(None) => {}
+                    Err(_) => return false,
+                },
+                None => return false,
+            }
+            if self.url_answers(role).await {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    async fn url_answers(&self, role: Role) -> bool {
+        Api::new(self.url(role), None)
+            .try_send(reqwest::Method::GET, "/healthz", None)
+            .await
+            .is_ok()
     }
 
     /// Starts the process without waiting for readiness (for example with a broker down).
@@ -987,9 +1030,19 @@ fn collect_eml(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// A TCP port that was free a moment ago. The tiny race with other processes is accepted:
-/// the binaries must take an address, not a listener.
+/// A TCP port that was free a moment ago, for a process to listen on. Chosen below the
+/// kernel's ephemeral range (32768 and up here), so outgoing connections of the tests and
+/// processes do not take it meanwhile; a clash with another test is retried by
+/// [`TestEnv::start_process`].
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("find a free TCP port")

@@ -10,6 +10,7 @@ pub mod client;
 pub mod env;
 pub mod mail;
 pub mod proxy;
+pub mod scenario;
 pub mod smtp_sink;
 
 use std::future::Future;
