@@ -3,7 +3,7 @@
 //! The HTTP route families (and gRPC) only translate to and from these.
 
 use common::auth::Principal;
-use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserView};
+use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserRef, UserView};
 use common::db;
 use common::domain::{CodeDelivery, SetEmail, SubmittedCode};
 use common::error::Error;
@@ -51,7 +51,7 @@ impl AppState {
         request: SetEmail,
     ) -> Result<Outcome, Error> {
         self.changing(move |c, conn| {
-            c.set_contact_email(conn, &principal, &scope, &user_id, &request)
+            c.set_contact_email(conn, &who(&principal, &scope, &user_id), &request)
         })
         .await
     }
@@ -67,9 +67,7 @@ impl AppState {
         self.plain(move |c, conn| {
             c.verify_email(
                 conn,
-                &principal,
-                &scope,
-                &user_id,
+                &who(&principal, &scope, &user_id),
                 target(otp_email_id.as_deref()),
                 &code,
             )
@@ -88,9 +86,7 @@ impl AppState {
         self.changing(move |c, conn| {
             c.resend_email_code(
                 conn,
-                &principal,
-                &scope,
-                &user_id,
+                &who(&principal, &scope, &user_id),
                 target(otp_email_id.as_deref()),
                 &delivery,
             )
@@ -105,8 +101,10 @@ impl AppState {
         user_id: String,
         request: SetEmail,
     ) -> Result<Outcome, Error> {
-        self.changing(move |c, conn| c.add_otp_email(conn, &principal, &scope, &user_id, &request))
-            .await
+        self.changing(move |c, conn| {
+            c.add_otp_email(conn, &who(&principal, &scope, &user_id), &request)
+        })
+        .await
     }
 
     pub async fn remove_otp_email(
@@ -117,7 +115,7 @@ impl AppState {
         otp_email_id: String,
     ) -> Result<Details, Error> {
         self.plain(move |c, conn| {
-            c.remove_otp_email(conn, &principal, &scope, &user_id, &otp_email_id)
+            c.remove_otp_email(conn, &who(&principal, &scope, &user_id), &otp_email_id)
         })
         .await
     }
@@ -138,7 +136,7 @@ impl AppState {
         scope: Scope,
         user_id: String,
     ) -> Result<UserView, Error> {
-        self.plain(move |c, conn| c.get_user(conn, &principal, &scope, &user_id))
+        self.plain(move |c, conn| c.get_user(conn, &who(&principal, &scope, &user_id)))
             .await
     }
 
@@ -148,8 +146,17 @@ impl AppState {
         scope: Scope,
         user_id: String,
     ) -> Result<Details, Error> {
-        self.plain(move |c, conn| c.delete_user(conn, &principal, &scope, &user_id))
+        self.plain(move |c, conn| c.delete_user(conn, &who(&principal, &scope, &user_id)))
             .await
+    }
+}
+
+/// The user a call is about, and who asks.
+fn who<'a>(principal: &'a Principal, scope: &'a Scope, user_id: &'a str) -> UserRef<'a> {
+    UserRef {
+        principal,
+        scope,
+        user_id,
     }
 }
 

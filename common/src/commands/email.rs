@@ -7,13 +7,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::{Commands, Details, Outcome, UserRow, append_event, in_transaction, load_user};
-use crate::auth::{Access, Principal};
+use super::{Commands, Details, Outcome, UserRef, UserRow, append_event, on_user};
+use crate::auth::Access;
 use crate::domain::{CodeDelivery, SetEmail, SubmittedCode, UrlTemplate, Verification};
 use crate::error::{Call, Code, Error, Rejection, ids};
 use crate::mail_job::{self, NewJob, Purpose};
 use crate::schema::user_emails;
-use crate::tenancy::Scope;
 use crate::time::now_ms;
 
 /// Which address of the user a verify / resend call is about.
@@ -63,44 +62,39 @@ impl Commands {
     pub fn set_contact_email(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
         request: &SetEmail,
     ) -> Result<Outcome, Error> {
-        in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                Call::SetContactEmail,
-                Access::WriteOwnEmail,
-                true,
-            )?;
-            let now = now_ms();
-            let existing = contact_row(conn, user.id)?;
-            if existing
-                .as_ref()
-                .is_some_and(|e| e.address == request.address.as_str())
-            {
-                return Ok(Outcome::unchanged(user.last_details()));
-            }
-            let (code, job_id) = self.replace_contact_email(conn, &user, existing, request, now)?;
-            let details = append_event(
-                conn,
-                &user,
-                "user.email.changed",
-                json!({ "address": request.address.as_str(), "verification": verification_name(&request.verification) }),
-                now,
-            )?;
-            Ok(Outcome {
-                details,
-                verification_code: code,
-                otp_email_id: None,
-                job_id,
-            })
-        })
+        on_user(
+            conn,
+            who,
+            Call::SetContactEmail,
+            Access::WriteOwnEmail,
+            |conn, user, now| {
+                let existing = contact_row(conn, user.id)?;
+                if existing
+                    .as_ref()
+                    .is_some_and(|e| e.address == request.address.as_str())
+                {
+                    return Ok(Outcome::unchanged(user.last_details()));
+                }
+                let (code, job_id) =
+                    self.replace_contact_email(conn, user, existing, request, now)?;
+                let details = append_event(
+                    conn,
+                    user,
+                    "user.email.changed",
+                    json!({ "address": request.address.as_str(), "verification": verification_name(&request.verification) }),
+                    now,
+                )?;
+                Ok(Outcome {
+                    details,
+                    verification_code: code,
+                    otp_email_id: None,
+                    job_id,
+                })
+            },
+        )
     }
 
     /// Replaces (or creates) the contact email of `user` and makes its code. Used by set
@@ -156,82 +150,74 @@ impl Commands {
     pub fn add_otp_email(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
         request: &SetEmail,
     ) -> Result<Outcome, Error> {
-        in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                Call::Other,
-                Access::WriteOwnEmail,
-                true,
-            )?;
-            let now = now_ms();
-            let duplicate: bool = diesel::select(diesel::dsl::exists(
-                user_emails::table
-                    .filter(user_emails::user_id.eq(user.id))
-                    .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
-                    .filter(
-                        diesel::dsl::sql::<diesel::sql_types::Bool>("lower(address) = lower(")
-                            .bind::<diesel::sql_types::Text, _>(request.address.as_str())
-                            .sql(")"),
-                    ),
-            ))
-            .get_result(conn)?;
-            if duplicate {
-                return Err(Rejection::new(
-                    Code::AlreadyExists,
-                    ids::OTP_EMAIL_DUPLICATE,
-                    "An OTP Email authenticator with this address already exists",
-                )
-                .into());
-            }
-            let address = request.address.as_str();
-            let email_id = insert_email(
-                conn,
-                user.id,
-                Purpose::OtpEmail,
-                address,
-                request.verification == Verification::IsVerified,
-                now,
-            )?;
-            let (code, job_id) = self.code_for(
-                conn,
-                &user,
-                email_id,
-                Purpose::OtpEmail,
-                address,
-                &request.verification,
-                now,
-            )?;
-            let details = append_event(
-                conn,
-                &user,
-                "user.otp_email.added",
-                json!({ "otpEmailId": email_id.to_string(), "address": address, "verification": verification_name(&request.verification) }),
-                now,
-            )?;
-            Ok(Outcome {
-                details,
-                verification_code: code,
-                otp_email_id: Some(email_id),
-                job_id,
-            })
-        })
+        on_user(
+            conn,
+            who,
+            Call::Other,
+            Access::WriteOwnEmail,
+            |conn, user, now| {
+                let duplicate: bool = diesel::select(diesel::dsl::exists(
+                    user_emails::table
+                        .filter(user_emails::user_id.eq(user.id))
+                        .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                        .filter(
+                            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(address) = lower(")
+                                .bind::<diesel::sql_types::Text, _>(request.address.as_str())
+                                .sql(")"),
+                        ),
+                ))
+                .get_result(conn)?;
+                if duplicate {
+                    return Err(Rejection::new(
+                        Code::AlreadyExists,
+                        ids::OTP_EMAIL_DUPLICATE,
+                        "An OTP Email authenticator with this address already exists",
+                    )
+                    .into());
+                }
+                let address = request.address.as_str();
+                let email_id = insert_email(
+                    conn,
+                    user.id,
+                    Purpose::OtpEmail,
+                    address,
+                    request.verification == Verification::IsVerified,
+                    now,
+                )?;
+                let (code, job_id) = self.code_for(
+                    conn,
+                    user,
+                    email_id,
+                    Purpose::OtpEmail,
+                    address,
+                    &request.verification,
+                    now,
+                )?;
+                let details = append_event(
+                    conn,
+                    user,
+                    "user.otp_email.added",
+                    json!({ "otpEmailId": email_id.to_string(), "address": address, "verification": verification_name(&request.verification) }),
+                    now,
+                )?;
+                Ok(Outcome {
+                    details,
+                    verification_code: code,
+                    otp_email_id: Some(email_id),
+                    job_id,
+                })
+            },
+        )
     }
 
     /// Verify contact email / verify OTP Email registration (SPEC 3.4).
     pub fn verify_email(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
         target: EmailTarget<'_>,
         code: &SubmittedCode,
     ) -> Result<Details, Error> {
@@ -239,18 +225,8 @@ impl Commands {
             EmailTarget::ContactEmail => Call::VerifyContactEmail,
             EmailTarget::OtpEmail(_) => Call::Other,
         };
-        let checked = in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                call,
-                Access::WriteOwnEmail,
-                true,
-            )?;
-            let now = now_ms();
-            let Some(row) = target_row(conn, &user, target)? else {
+        let checked = on_user(conn, who, call, Access::WriteOwnEmail, |conn, user, now| {
+            let Some(row) = target_row(conn, user, target)? else {
                 return Ok(Checked::Unchanged(user.last_details()));
             };
             let Some(hash) = row.code_hash.as_deref().filter(|_| row.has_pending_code()) else {
@@ -286,7 +262,7 @@ impl Commands {
                 mail_job::supersede_unsent(conn, row.id, None, now)?;
                 let details = append_event(
                     conn,
-                    &user,
+                    user,
                     &format!("{prefix}.verified"),
                     target_payload(target, &row),
                     now,
@@ -301,7 +277,7 @@ impl Commands {
                     .execute(conn)?;
                 append_event(
                     conn,
-                    &user,
+                    user,
                     &format!("{prefix}.verification.failed"),
                     target_payload(target, &row),
                     now,
@@ -321,9 +297,7 @@ impl Commands {
     pub fn resend_email_code(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
         target: EmailTarget<'_>,
         delivery: &CodeDelivery,
     ) -> Result<Outcome, Error> {
@@ -331,18 +305,8 @@ impl Commands {
             EmailTarget::ContactEmail => Call::ResendContactEmailCode,
             EmailTarget::OtpEmail(_) => Call::Other,
         };
-        in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                call,
-                Access::WriteOwnEmail,
-                true,
-            )?;
-            let now = now_ms();
-            let row = target_row(conn, &user, target)?
+        on_user(conn, who, call, Access::WriteOwnEmail, |conn, user, now| {
+            let row = target_row(conn, user, target)?
                 .filter(EmailRow::has_pending_code)
                 .ok_or_else(|| {
                     Rejection::new(
@@ -360,7 +324,7 @@ impl Commands {
             };
             let (code, job_id) = self.code_for(
                 conn,
-                &user,
+                user,
                 row.id,
                 target.purpose(),
                 &row.address,
@@ -369,7 +333,7 @@ impl Commands {
             )?;
             let details = append_event(
                 conn,
-                &user,
+                user,
                 &format!("{}.code.resent", event_prefix(target)),
                 target_payload(target, &row),
                 now,
@@ -388,35 +352,29 @@ impl Commands {
     pub fn remove_otp_email(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
         otp_email_id: &str,
     ) -> Result<Details, Error> {
-        in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                Call::Other,
-                Access::WriteOwnEmail,
-                true,
-            )?;
-            let now = now_ms();
-            let target = EmailTarget::OtpEmail(otp_email_id);
-            let row = target_row(conn, &user, target)?
-                .ok_or_else(|| Error::from(Rejection::otp_email_not_found()))?;
-            diesel::delete(user_emails::table.find(row.id)).execute(conn)?;
-            mail_job::supersede_unsent(conn, row.id, None, now)?;
-            append_event(
-                conn,
-                &user,
-                "user.otp_email.removed",
-                target_payload(target, &row),
-                now,
-            )
-        })
+        on_user(
+            conn,
+            who,
+            Call::Other,
+            Access::WriteOwnEmail,
+            |conn, user, now| {
+                let target = EmailTarget::OtpEmail(otp_email_id);
+                let row = target_row(conn, user, target)?
+                    .ok_or_else(|| Error::from(Rejection::otp_email_not_found()))?;
+                diesel::delete(user_emails::table.find(row.id)).execute(conn)?;
+                mail_job::supersede_unsent(conn, row.id, None, now)?;
+                append_event(
+                    conn,
+                    user,
+                    "user.otp_email.removed",
+                    target_payload(target, &row),
+                    now,
+                )
+            },
+        )
     }
 
     /// Makes the code a verification choice asks for: none for `isVerified`, a returned one

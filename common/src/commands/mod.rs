@@ -21,6 +21,16 @@ use crate::domain::CodeKeys;
 use crate::error::{Call, Error, Rejection};
 use crate::schema::{user_events, users};
 use crate::tenancy::{Scope, resolve_instance, resolve_org};
+use crate::time::now_ms;
+
+/// The user a call is about, and who asks: the token's principal, the request's
+/// `instance` / `organization`, and the user id of the path.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRef<'a> {
+    pub principal: &'a Principal,
+    pub scope: &'a Scope,
+    pub user_id: &'a str,
+}
 
 /// What the commands need from configuration.
 #[derive(Debug, Clone)]
@@ -93,13 +103,16 @@ impl UserRow {
 /// the rest of the transaction.
 pub(crate) fn load_user(
     conn: &mut PgConnection,
-    principal: &Principal,
-    scope: &Scope,
-    user_id: &str,
+    who: &UserRef<'_>,
     call: Call,
     access: Access,
     lock: bool,
 ) -> Result<UserRow, Error> {
+    let UserRef {
+        principal,
+        scope,
+        user_id,
+    } = *who;
     let not_found = || Error::from(Rejection::user_not_found(call));
     let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
         .ok_or_else(not_found)?;
@@ -123,6 +136,21 @@ pub(crate) fn load_user(
     }
     principal.authorize(access, user.id, user.org_id)?;
     Ok(user)
+}
+
+/// Runs `body` in one transaction on the user a call is about, found, checked and locked by
+/// [`load_user`], with the time of the change.
+pub(crate) fn on_user<T>(
+    conn: &mut PgConnection,
+    who: &UserRef<'_>,
+    call: Call,
+    access: Access,
+    body: impl FnOnce(&mut PgConnection, &UserRow, DateTime<Utc>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    in_transaction(conn, |conn| {
+        let user = load_user(conn, who, call, access, true)?;
+        body(conn, &user, now_ms())
+    })
 }
 
 /// Appends the next event of the user's history and returns its details.

@@ -5,7 +5,9 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use super::email::contact_row;
-use super::{Commands, Details, Outcome, UserRow, append_event, in_transaction, load_user};
+use super::{
+    Commands, Details, Outcome, UserRef, UserRow, append_event, in_transaction, load_user, on_user,
+};
 use crate::auth::{Access, Principal};
 use crate::domain::{SetEmail, Verification};
 use crate::error::{Call, Code, Error, Rejection, ids};
@@ -152,22 +154,8 @@ impl Commands {
     }
 
     /// Get user.
-    pub fn get_user(
-        &self,
-        conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
-    ) -> Result<UserView, Error> {
-        let user = load_user(
-            conn,
-            principal,
-            scope,
-            user_id,
-            Call::Other,
-            Access::Read,
-            false,
-        )?;
+    pub fn get_user(&self, conn: &mut PgConnection, who: &UserRef<'_>) -> Result<UserView, Error> {
+        let user = load_user(conn, who, Call::Other, Access::Read, false)?;
         let contact = contact_row(conn, user.id)?;
         let otp: Vec<(i64, String, bool, DateTime<Utc>)> = user_emails::table
             .filter(user_emails::user_id.eq(user.id))
@@ -201,29 +189,23 @@ impl Commands {
     pub fn delete_user(
         &self,
         conn: &mut PgConnection,
-        principal: &Principal,
-        scope: &Scope,
-        user_id: &str,
+        who: &UserRef<'_>,
     ) -> Result<Details, Error> {
-        in_transaction(conn, |conn| {
-            let user = load_user(
-                conn,
-                principal,
-                scope,
-                user_id,
-                Call::Other,
-                Access::Administer,
-                true,
-            )?;
-            let now = now_ms();
-            let details = append_event(conn, &user, "user.removed", json!({}), now)?;
-            diesel::update(users::table.find(user.id))
-                .set(users::deleted_at.eq(Some(now)))
-                .execute(conn)?;
-            diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id)))
-                .execute(conn)?;
-            mail_job::cancel_unsent_for_user(conn, user.id, now)?;
-            Ok(details)
-        })
+        on_user(
+            conn,
+            who,
+            Call::Other,
+            Access::Administer,
+            |conn, user, now| {
+                let details = append_event(conn, user, "user.removed", json!({}), now)?;
+                diesel::update(users::table.find(user.id))
+                    .set(users::deleted_at.eq(Some(now)))
+                    .execute(conn)?;
+                diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id)))
+                    .execute(conn)?;
+                mail_job::cancel_unsent_for_user(conn, user.id, now)?;
+                Ok(details)
+            },
+        )
     }
 }
