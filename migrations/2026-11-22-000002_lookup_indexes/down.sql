@@ -1,0 +1,2 @@
+DROP INDEX outbox_job;
+DROP INDEX mail_jobs_cooldown;
