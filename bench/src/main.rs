@@ -1,0 +1,699 @@
+//! `bench`: the load and throughput benchmark of the contact email service (DESIGN.md,
+//! "Measuring"). It drives the real `api` and `worker` binaries (release builds, found through
+//! `CE_BIN_DIR`) with the black-box harness of the `tests` crate: a fresh database, RabbitMQ
+//! vhost and in-process SMTP sink per phase.
+//!
+//! Phases, one run, results as ratios to a ceiling measured on the same machine:
+//! 1. API load (set contact email with `sendCode`, many users, N connections) next to
+//!    `pgbench` running the same SQL transaction on the same database;
+//! 2. the worker draining a backlog into the sink, next to lettre sending comparable mails
+//!    straight to a sink with the same concurrency;
+//! 3. end-to-end latency from request to mail received;
+//! 4. peak RSS of the api and worker during 1 and 2;
+//! 5. (optional) request latency with the broker unreachable.
+//!
+//! Not a test: `cargo test` never runs it. Use `bench/run.sh`.
+
+mod load;
+mod mailflow;
+mod pgbench;
+mod procfs;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use harness::{Role, TestEnv};
+
+use crate::procfs::CpuSnapshot;
+use crate::report::{ApiPhase, Machine, OutagePhase, Results, Settings, WorkerPhase};
+
+/// Load and throughput benchmark of the contact email service (see bench/README.md).
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Concurrent HTTP connections (and pgbench clients) in phase 1.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Warm-up before the measured window of phase 1 (and of pgbench), in seconds.
+    #[arg(long, default_value_t = 5)]
+    warmup_secs: u64,
+    /// Measured window of phase 1 and of each pgbench run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Distinct users per connection in phase 1.
+    #[arg(long, default_value_t = 50)]
+    users_per_connection: usize,
+    /// Jobs the worker drains in phase 2 (one user each).
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// `WORKER_CONCURRENCY` of the worker, and the lettre ceiling's concurrency and pool size.
+    #[arg(long, default_value_t = 32)]
+    worker_concurrency: usize,
+    /// `DATABASE_POOL_SIZE` of the api and the worker.
+    #[arg(long, default_value_t = 16)]
+    pool_size: usize,
+    /// Sequential end-to-end mails in phase 3.
+    #[arg(long, default_value_t = 200)]
+    e2e_mails: usize,
+    /// Sequential requests with the broker up and then down in phase 5 (0 skips phase 5).
+    #[arg(long, default_value_t = 200)]
+    outage_requests: usize,
+    /// pgbench threads (`-j`).
+    #[arg(long, default_value_t = 2)]
+    pgbench_threads: usize,
+    /// Where to write the markdown report (default: print it only as a summary).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let Some(bin_dir) = std::env::var_os("CE_BIN_DIR").map(PathBuf::from) else {
+        eprintln!(
+            "bench: set CE_BIN_DIR to the directory of the release `api` and `worker` binaries \
+             (and CE_SKIP_BUILD=1); bench/run.sh does both"
+        );
+        std::process::exit(2);
+    };
+    if std::env::var("CE_SKIP_BUILD").as_deref() != Ok("1") {
+        eprintln!(
+            "bench: warning: CE_SKIP_BUILD is not 1, the harness will run a debug `cargo build` first"
+        );
+    }
+    for bin in ["api", "worker"] {
+        if !bin_dir.join(bin).is_file() {
+            eprintln!(
+                "bench: {} not found; build it first (bench/run.sh)",
+                bin_dir.join(bin).display()
+            );
+            std::process::exit(2);
+        }
+    }
+    let started = Instant::now();
+    let settings = Settings {
+        connections: args.connections,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+        users_per_connection: args.users_per_connection,
+        jobs: args.jobs,
+        worker_concurrency: args.worker_concurrency,
+        pool_size: args.pool_size,
+        e2e_mails: args.e2e_mails,
+        pgbench_threads: args.pgbench_threads,
+    };
+    let mut machine = machine_info(&bin_dir);
+    eprintln!("bench: load average before: {}", machine.load_before);
+
+    let api = phase_api(&settings).await;
+    let (worker, e2e) = phase_worker(&settings).await;
+    let outage = if args.outage_requests > 0 {
+        Some(phase_outage(&settings, args.outage_requests).await)
+    } else {
+        None
+    };
+
+    machine.load_after = procfs::load_average();
+    let results = Results {
+        machine,
+        settings,
+        api,
+        worker,
+        e2e,
+        outage,
+        total_time: started.elapsed(),
+    };
+    println!("{}", results.summary());
+    if let Some(out) = &args.out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        }
+        std::fs::write(out, results.markdown())
+            .unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+        eprintln!("bench: report written to {}", out.display());
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("bench: [{}] {what}", Utc::now().format("%H:%M:%S"));
+}
+
+/// A builder with the settings every phase shares.
+fn builder(settings: &Settings) -> harness::TestEnvBuilder {
+    TestEnv::builder()
+        .env(
+            "WORKER_CONCURRENCY",
+            settings.worker_concurrency.to_string(),
+        )
+        .env("DATABASE_POOL_SIZE", settings.pool_size.to_string())
+        .env("RESEND_COOLDOWN", "0s")
+}
+
+/// Phase 1 (API load with the worker running), then pgbench on the same database.
+async fn phase_api(settings: &Settings) -> ApiPhase {
+    step("phase 1: starting api + worker");
+    let mut env = builder(settings).start().await;
+    let api = env.api();
+    let user_count = settings.connections * settings.users_per_connection;
+    step(&format!("phase 1: creating {user_count} users"));
+    let users = load::create_users(&api, "a", user_count, 16).await;
+    env.sink.clear();
+
+    step(&format!(
+        "phase 1: {} connections, {} s warm-up + {} s measured",
+        settings.connections,
+        settings.warmup.as_secs(),
+        settings.duration.as_secs()
+    ));
+    let api_pid = env.pid(Role::Api);
+    let worker_pid = env.pid(Role::Worker(0));
+    let main = measured_load(&env, &users, settings, worker_pid).await;
+    let load = main.load.clone();
+    step(&format!(
+        "phase 1: {:.0} req/s, p50 {}, p99 {}, {} errors",
+        load.throughput(),
+        stats::ms(load.latency.p50),
+        stats::ms(load.latency.p99),
+        load.error_count()
+    ));
+    let api_memory = api_pid.and_then(procfs::memory).unwrap_or_default();
+    let worker_memory = worker_pid.and_then(procfs::memory).unwrap_or_default();
+    let job_states = one_line(
+        &env.psql("SELECT state || ': ' || count(*) FROM mail_jobs GROUP BY state ORDER BY state")
+            .await,
+    );
+    let outbox_after = env
+        .psql("SELECT count(*) FROM outbox")
+        .await
+        .trim()
+        .to_string();
+    let stats_after_load = table_stats(&env).await;
+    // The same load with the worker stopped: what the API costs on its own.
+    env.kill(Role::Worker(0));
+    step("phase 1: the same load without the worker");
+    let no_worker = measured_load(&env, &users, settings, None).await;
+    step(&format!(
+        "phase 1: {:.0} req/s without the worker, p50 {}, p99 {}",
+        no_worker.load.throughput(),
+        stats::ms(no_worker.load.latency.p50),
+        stats::ms(no_worker.load.latency.p99)
+    ));
+    let api_memory_no_worker = api_pid.and_then(procfs::memory).unwrap_or_default();
+
+    let log = std::fs::read(env.log_path(Role::Api)).unwrap_or_default();
+    let api_log_bytes = log.len() as u64;
+    let api_log_lines = log.iter().filter(|b| **b == b'\n').count() as u64;
+    drop(log);
+
+    // The ceiling gets the machine to itself: no api, no worker.
+    env.kill(Role::Api);
+
+    step("phase 1: pgbench on the same database");
+    env.psql(pgbench::helper_table_sql()).await;
+    let bench_users: usize = env
+        .psql("SELECT count(*) FROM bench_users")
+        .await
+        .trim()
+        .parse()
+        .expect("count of bench_users");
+    let token_hash_hex = env
+        .psql("SELECT encode(token_hash, 'hex') FROM api_tokens ORDER BY created_at LIMIT 1")
+        .await
+        .trim()
+        .to_string();
+    let instance_id = env.bootstrap().instance_id.clone();
+    let target = pgbench::Target {
+        host: "127.0.0.1".into(),
+        port: 5432,
+        user: "postgres".into(),
+        database: env.db_name().to_string(),
+    };
+    let work_dir = env.dir().join("pgbench");
+    std::fs::create_dir_all(&work_dir).expect("create the pgbench work directory");
+    let write_script = |name: &str, clients: usize, cooldown: bool| -> (PathBuf, String) {
+        let text = pgbench::script(&pgbench::ScriptParams {
+            token_hash_hex: token_hash_hex.clone(),
+            instance_id: instance_id.clone(),
+            users_per_client: (bench_users / clients).max(1),
+            with_cooldown_query: cooldown,
+            url_template: load::URL_TEMPLATE.to_string(),
+        });
+        let path = work_dir.join(name);
+        std::fs::write(&path, &text).expect("write a pgbench script");
+        (path, text)
+    };
+    let clients = settings.connections;
+    let threads = settings.pgbench_threads;
+    let (main_script, script_text) = write_script("set_email.sql", clients, false);
+    let (pool_script, _) = write_script("set_email_pool.sql", settings.pool_size, false);
+    let (cooldown_script, _) = write_script("set_email_cooldown.sql", clients, true);
+
+    pgbench::run(
+        &target,
+        &main_script,
+        clients,
+        threads,
+        settings.warmup,
+        None,
+    )
+    .await;
+    let log_dir = work_dir.join("log");
+    std::fs::create_dir_all(&log_dir).expect("create the pgbench log directory");
+    let cpu0 = CpuSnapshot::take(None, None);
+    let db0 = db_counters(&env).await;
+    let pgbench_main = pgbench::run(
+        &target,
+        &main_script,
+        clients,
+        threads,
+        settings.duration,
+        Some(&log_dir),
+    )
+    .await;
+    let pgbench_cpu = CpuSnapshot::take(None, None).since(&cpu0);
+    let db_pgbench = db_counters(&env).await.since(&db0);
+    step(&format!(
+        "phase 1: pgbench {clients} clients: {:.0} tps",
+        pgbench_main.tps
+    ));
+    let pgbench_pool_sized = pgbench::run(
+        &target,
+        &pool_script,
+        settings.pool_size,
+        threads,
+        settings.duration,
+        None,
+    )
+    .await;
+    step(&format!(
+        "phase 1: pgbench {} clients: {:.0} tps",
+        settings.pool_size, pgbench_pool_sized.tps
+    ));
+    let pgbench_cooldown = pgbench::run(
+        &target,
+        &cooldown_script,
+        clients,
+        threads,
+        settings.duration,
+        None,
+    )
+    .await;
+    step(&format!(
+        "phase 1: pgbench {clients} clients with the cooldown query: {:.0} tps",
+        pgbench_cooldown.tps
+    ));
+
+    let table_stats_after_pgbench = table_stats(&env).await;
+    let mail_jobs_rows = format!(
+        "mail_jobs {}, outbox {}, user_events {}",
+        env.psql("SELECT count(*) FROM mail_jobs").await.trim(),
+        env.psql("SELECT count(*) FROM outbox").await.trim(),
+        env.psql("SELECT count(*) FROM user_events").await.trim()
+    );
+    let email_id = env
+        .psql("SELECT id FROM user_emails ORDER BY id LIMIT 1")
+        .await
+        .trim()
+        .to_string();
+    let explain_cooldown = env
+        .psql(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT max(created_at) FROM mail_jobs \
+             WHERE email_id = {email_id} AND lower(recipient) = lower('x@bench.example.com')"
+        ))
+        .await;
+    let explain_outbox_delete = env
+        .psql(
+            "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM outbox WHERE job_id = ANY('{1,2,3}'::bigint[])",
+        )
+        .await;
+
+    ApiPhase {
+        users: users.len(),
+        load,
+        cpu: main.cpu,
+        mails_during_window: main.mails,
+        load_no_worker: no_worker.load,
+        cpu_no_worker: no_worker.cpu,
+        db_no_worker: no_worker.db,
+        api_memory_no_worker,
+        api_memory,
+        worker_memory,
+        job_states,
+        outbox_after,
+        api_log_bytes,
+        api_log_lines,
+        pgbench: pgbench_main,
+        pgbench_cpu,
+        db_api: main.db,
+        db_pgbench,
+        pgbench_pool_sized,
+        pgbench_cooldown,
+        mail_jobs_rows,
+        table_stats: stats_after_load,
+        table_stats_after_pgbench,
+        explain_cooldown,
+        explain_outbox_delete,
+        script: script_text,
+    }
+}
+
+/// Phase 2 (worker drain and the lettre ceiling) and phase 3 (end-to-end latency).
+async fn phase_worker(settings: &Settings) -> (WorkerPhase, mailflow::EndToEnd) {
+    step("phase 2: starting api (no worker)");
+    let mut env = builder(settings).without_worker().start().await;
+    let api = env.api();
+    let jobs = settings.jobs;
+    step(&format!(
+        "phase 2: creating {jobs} users and enqueueing one job each"
+    ));
+    let users = load::create_users(&api, "w", jobs, 16).await;
+    let (enqueue_time, enqueue_errors) = load::each_once(&api, &users, 16, "drain").await;
+    let publish_started = Instant::now();
+    let deadline = publish_started + Duration::from_secs(120);
+    loop {
+        let left: u64 = env
+            .psql("SELECT count(*) FROM outbox")
+            .await
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the api did not publish the outbox within 120 s ({left} rows left)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let publish_wait = publish_started.elapsed();
+    env.sink.clear();
+
+    step("phase 2: starting the worker");
+    let role = env.add_worker();
+    let api_pid = env.pid(Role::Api);
+    let cpu_before = CpuSnapshot::take(api_pid, None);
+    let start = Utc::now();
+    env.spawn_process(role);
+    let worker_pid = env.pid(role);
+    let mails = env.sink.wait_for(jobs, Duration::from_secs(600)).await;
+    let cpu = CpuSnapshot::take(api_pid, worker_pid).since(&cpu_before);
+    let worker_memory = worker_pid.and_then(procfs::memory).unwrap_or_default();
+    let api_memory = api_pid.and_then(procfs::memory).unwrap_or_default();
+    let worker = mailflow::MailRate::of(&mails[..jobs.min(mails.len())], start);
+    step(&format!(
+        "phase 2: worker {:.0} mails/s steady, {:.0} from spawn",
+        worker.rate_steady(),
+        worker.rate_from_start()
+    ));
+    let template = mailflow::MailTemplate::from_received(&mails[0]);
+    drop(mails);
+    // Let late duplicates (if any) show up before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mails_total = env.sink.count();
+    let job_states = one_line(
+        &env.psql("SELECT state || ': ' || count(*) FROM mail_jobs GROUP BY state ORDER BY state")
+            .await,
+    );
+    // What the worker itself recorded for each SMTP attempt (mail_attempts.duration_ms).
+    let smtp_attempt_ms = psql_numbers(
+        &env,
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms), \
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms), avg(duration_ms) \
+         FROM mail_attempts",
+    )
+    .await;
+
+    step(&format!(
+        "phase 3: {} sequential end-to-end mails",
+        settings.e2e_mails
+    ));
+    env.wait_ready(role).await;
+    env.sink.clear();
+    let tag = format!("e2e{}", Utc::now().timestamp());
+    let e2e = mailflow::end_to_end(&api, &env.sink, &users, settings.e2e_mails, &tag).await;
+    // Where the time of one end-to-end mail goes, from the job row (created in the request's
+    // transaction) and its attempt (`at` = start of the SMTP send, `duration_ms` = the send).
+    let e2e_breakdown = psql_numbers(
+        &env,
+        &format!(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms), \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) \
+             FROM mail_jobs j JOIN mail_attempts a ON a.job_id = j.id, \
+             LATERAL (SELECT extract(epoch FROM a.at - j.created_at) * 1000 AS ms) d \
+             WHERE j.recipient LIKE '{tag}-%'"
+        ),
+    )
+    .await;
+    step(&format!(
+        "phase 3: request->mail p50 {}, p99 {}",
+        stats::ms(e2e.to_mail.p50),
+        stats::ms(e2e.to_mail.p99)
+    ));
+    drop(env);
+
+    step("phase 2: lettre ceiling");
+    let ceiling = mailflow::lettre_ceiling(&template, jobs, settings.worker_concurrency).await;
+    step(&format!(
+        "phase 2: lettre {:.0} mails/s steady",
+        ceiling.rate_steady()
+    ));
+    let direct_nagle =
+        mailflow::lettre_direct(&template, jobs, settings.worker_concurrency, false).await;
+    let direct_nodelay =
+        mailflow::lettre_direct(&template, jobs, settings.worker_concurrency, true).await;
+    step(&format!(
+        "phase 2: lettre direct connections: {:.0} mails/s without TCP_NODELAY, {:.0} with",
+        direct_nagle.rate_steady(),
+        direct_nodelay.rate_steady()
+    ));
+
+    let phase = WorkerPhase {
+        jobs,
+        enqueue_time,
+        enqueue_errors,
+        publish_wait,
+        worker,
+        mails_total,
+        job_states,
+        cpu,
+        worker_memory,
+        api_memory,
+        ceiling,
+        direct_nagle,
+        direct_nodelay,
+        smtp_attempt_ms,
+        e2e_breakdown,
+        mail_size: template.raw_size,
+    };
+    (phase, e2e)
+}
+
+/// Phase 5: sequential request latency with the broker reachable, then unreachable.
+async fn phase_outage(settings: &Settings, requests: usize) -> OutagePhase {
+    step("phase 5: starting api + worker with RabbitMQ behind a proxy");
+    let env = builder(settings).amqp_via_proxy().start().await;
+    let api = env.api();
+    let users = load::create_users(&api, "o", requests, 8).await;
+    let sequential = |tag: &'static str| {
+        let api = api.clone();
+        let users = users.clone();
+        async move {
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            for (i, user) in users.iter().enumerate() {
+                let (latency, outcome) =
+                    load::set_email(&api, user, &format!("{tag}-{i}@bench.example.com")).await;
+                match outcome {
+                    Ok(()) => samples.push(latency),
+                    Err(_) => errors += 1,
+                }
+            }
+            (stats::Latency::of(&samples), errors)
+        }
+    };
+    let (broker_up, errors_up) = sequential("up").await;
+    env.amqp_proxy().stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let readyz_down = api.without_token().get("/readyz").await.text;
+    let (broker_down, errors_down) = sequential("down").await;
+    step(&format!(
+        "phase 5: p50 {} up, {} down",
+        stats::ms(broker_up.p50),
+        stats::ms(broker_down.p50)
+    ));
+    let back = Utc::now();
+    env.amqp_proxy().start().await;
+    let expected = requests - errors_down;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let recovered_after = loop {
+        let down: Vec<_> = env
+            .sink
+            .messages()
+            .into_iter()
+            .filter(|m| m.recipients.iter().any(|r| r.starts_with("down-")))
+            .collect();
+        if down.len() >= expected {
+            let last = down.iter().map(|m| m.received_at).max().unwrap_or(back);
+            break Some((last - back).to_std().unwrap_or_default());
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    OutagePhase {
+        requests,
+        broker_up,
+        broker_down,
+        errors_up,
+        errors_down,
+        readyz_down: readyz_down.trim().to_string(),
+        recovered_after,
+    }
+}
+
+/// One closed-loop load of phase 1 and what the machine did during its measured window.
+struct Measured {
+    load: load::LoadResult,
+    cpu: CpuSnapshot,
+    db: pgbench::DbCounters,
+    /// Mails the sink received during the window.
+    mails: usize,
+}
+
+/// Runs the phase-1 load against `env`'s API and samples CPU, database counters and the sink
+/// at the start and the end of the measured window. `worker_pid`: the running worker, if any.
+async fn measured_load(
+    env: &TestEnv,
+    users: &[String],
+    settings: &Settings,
+    worker_pid: Option<u32>,
+) -> Measured {
+    let api_pid = env.pid(Role::Api);
+    let load_task = {
+        let api = env.api();
+        let users = users.to_vec();
+        let (connections, warmup, window) =
+            (settings.connections, settings.warmup, settings.duration);
+        tokio::spawn(async move { load::run(&api, &users, connections, warmup, window).await })
+    };
+    tokio::time::sleep(settings.warmup).await;
+    let cpu_before = CpuSnapshot::take(api_pid, worker_pid);
+    let mails_before = env.sink.count();
+    let db_before = db_counters(env).await;
+    tokio::time::sleep(settings.duration).await;
+    let cpu = CpuSnapshot::take(api_pid, worker_pid).since(&cpu_before);
+    let mails = env.sink.count().saturating_sub(mails_before);
+    let db = db_counters(env).await.since(&db_before);
+    let load = load_task.await.expect("the load task panicked");
+    Measured {
+        load,
+        cpu,
+        db,
+        mails,
+    }
+}
+
+/// `pg_stat_user_tables` of the environment's database, as a `|`-separated table.
+async fn table_stats(env: &TestEnv) -> String {
+    format!(
+        "relname|seq_scan|seq_tup_read|idx_scan|idx_tup_fetch|n_tup_ins|n_tup_upd|n_tup_hot_upd|n_tup_del|n_live_tup|n_dead_tup\n{}",
+        env.psql(
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), \
+             coalesce(idx_tup_fetch, 0), n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, \
+             n_live_tup, n_dead_tup FROM pg_stat_user_tables ORDER BY relname"
+        )
+        .await
+    )
+}
+
+/// The numbers of the one-row answer of `sql` (`psql -At`, `|`-separated); unparsable
+/// fields (NULL) read as NaN.
+async fn psql_numbers(env: &TestEnv, sql: &str) -> Vec<f64> {
+    env.psql(sql)
+        .await
+        .trim()
+        .split('|')
+        .map(|v| v.trim().parse().unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// The `pg_stat_database` counters of the environment's database now.
+async fn db_counters(env: &TestEnv) -> pgbench::DbCounters {
+    pgbench::DbCounters::parse(&env.psql(&pgbench::DbCounters::query()).await)
+}
+
+fn one_line(psql_output: &str) -> String {
+    psql_output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// stdout of a command, trimmed; `unknown (...)` when it cannot run.
+fn command_output(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => format!("unknown ({program} exited with {})", out.status),
+        Err(e) => format!("unknown ({program}: {e})"),
+    }
+}
+
+fn machine_info(bin_dir: &Path) -> Machine {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string())
+    };
+    let root = harness::env::workspace_root();
+    let root_str = root.display().to_string();
+    let commit = command_output("git", &["-C", &root_str, "rev-parse", "--short", "HEAD"]);
+    let dirty = command_output("git", &["-C", &root_str, "status", "--porcelain"])
+        .lines()
+        .count();
+    let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => "release profile (`[profile.release]` of the workspace: opt-level 3, debug = line-tables-only)".to_string(),
+        Some(other) => format!("`{other}` (not release: figures are not representative)"),
+        None => "unknown".to_string(),
+    };
+    Machine {
+        date: Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        hostname: read("/proc/sys/kernel/hostname"),
+        cpu_model: procfs::cpu_model(),
+        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mem_total_kib: procfs::mem_total_kib(),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        rustc: command_output("rustc", &["--version"]),
+        profile,
+        bin_dir: bin_dir.display().to_string(),
+        git: format!("commit {commit}, {dirty} uncommitted paths in the work tree"),
+        postgres: command_output(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atc",
+                "SELECT version()",
+            ],
+        ),
+        rabbitmq: command_output("rabbitmqctl", &["version"]),
+        pgbench: command_output("pgbench", &["--version"]),
+        load_before: procfs::load_average(),
+        load_after: String::new(),
+    }
+}
