@@ -41,27 +41,33 @@ pub fn ensure_database(url: &str) -> Result<(), String> {
         // No maintenance database we can reach: let the real connection report the problem.
         Err(_) => return Ok(()),
     };
+    if database_exists(&mut admin, &name)? {
+        return Ok(());
+    }
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another process (a replica, `api bootstrap`, the worker) may have created it at the
+        // same moment; PostgreSQL then reports a duplicate in one of several ways.
+        Err(_) if database_exists(&mut admin, &name)? => Ok(()),
+        Err(e) => Err(format!("cannot create database {name}: {e}")),
+    }
+}
+
+fn database_exists(admin: &mut PgConnection, name: &str) -> Result<bool, String> {
     #[derive(QueryableByName)]
     struct Exists {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         exists: bool,
     }
-    let exists: Exists =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
-            .bind::<diesel::sql_types::Text, _>(&name)
-            .get_result(&mut admin)
-            .map_err(|e| format!("cannot query the database list: {e}"))?;
-    if !exists.exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {
-            Ok(_) => tracing::info!(database = %name, "created database"),
-            // Another process created it meanwhile (duplicate_database / unique violation).
-            Err(diesel::result::Error::DatabaseError(_, info))
-                if info.message().contains("already exists") => {}
-            Err(e) => return Err(format!("cannot create database {name}: {e}")),
-        }
-    }
-    Ok(())
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result::<Exists>(admin)
+        .map(|e| e.exists)
+        .map_err(|e| format!("cannot query the database list: {e}"))
 }
 
 /// Applies pending migrations; replicas starting together take turns.

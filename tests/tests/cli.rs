@@ -391,3 +391,32 @@ async fn cli_operational_and_configuration_errors() {
         out.stderr
     );
 }
+
+/// Replicas starting together all create the missing database and migrate it: one wins the
+/// CREATE DATABASE, the others must take that as success, and migrations take turns.
+#[tokio::test]
+async fn processes_starting_together_share_one_new_database() {
+    let env = TestEnv::builder()
+        .without_worker()
+        .without_api()
+        .without_bootstrap()
+        .start()
+        .await;
+    let runs = (0..6).map(|_| {
+        let mut cmd = env.command("api");
+        cmd.arg("migrate");
+        async move { cmd.output().await.expect("run api migrate") }
+    });
+    for out in futures_util::future::join_all(runs).await {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tables = env
+        .psql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'mail_jobs'")
+        .await;
+    assert_eq!(tables.trim(), "1");
+}
