@@ -17,7 +17,6 @@ pub const PERMISSIONS: [&str; 2] = [USER_READ, USER_WRITE];
 /// Who is calling, as established from the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub token_id: i64,
     pub instance_id: i64,
     pub org_id: Option<i64>,
     pub subject_user_id: Option<i64>,
@@ -100,7 +99,6 @@ pub fn mint(conn: &mut PgConnection, new: NewToken<'_>) -> Result<String, Error>
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = api_tokens)]
 struct TokenRow {
-    id: i64,
     instance_id: i64,
     org_id: Option<i64>,
     subject_user_id: Option<i64>,
@@ -115,7 +113,6 @@ pub fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Princ
         .first(conn)
         .optional()?;
     Ok(row.map(|t| Principal {
-        token_id: t.id,
         instance_id: t.instance_id,
         org_id: t.org_id,
         subject_user_id: t.subject_user_id,
@@ -130,7 +127,6 @@ mod tests {
 
     fn principal(org: Option<i64>, subject: Option<i64>, read: bool, write: bool) -> Principal {
         Principal {
-            token_id: 1,
             instance_id: 1,
             org_id: org,
             subject_user_id: subject,

@@ -28,11 +28,6 @@ pub fn check_url(raw: &str, schemes: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Renders a duration the way it is configured (`30s`, `1h`).
-pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL; the database is created if missing.
