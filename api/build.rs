@@ -1,8 +1,13 @@
 //! Generates the gRPC server code of the `ZITADELUsers` service from the project's own
 //! `.proto` files in `proto/`, and the encoded file descriptor set that gRPC server
 //! reflection serves (so `grpcurl` can list and call the service without the files).
+//!
+//! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust, so a
+//! build needs nothing beyond the Rust toolchain (no `protoc` on the machine).
 
 use std::path::{Path, PathBuf};
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
@@ -10,13 +15,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     collect_protos(&root, &mut protos)?;
     // A stable order keeps the generated code and the descriptor set reproducible.
     protos.sort();
+    let descriptors = protox::compile(&protos, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("contact_email_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(false)
         .build_transport(false)
-        .file_descriptor_set_path(out_dir.join("contact_email_descriptor.bin"))
         .include_file("contact_email_proto.rs")
-        .compile_protos(&protos, &[root])?;
+        .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

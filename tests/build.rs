@@ -1,5 +1,6 @@
 //! Generates a gRPC client for the tests from the api's own `.proto` files (`api/proto`), so
-//! the tests talk to the server exactly as a generated client of those files would.
+//! the tests talk to the server exactly as a generated client of those files would. Parsed by
+//! `protox` (pure Rust), like the api's: no `protoc` needed.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut protos = Vec::new();
     collect_protos(&root, &mut protos)?;
     protos.sort();
+    let descriptors = protox::compile(&protos, [&root])?;
     tonic_prost_build::configure()
         .build_server(false)
         .build_transport(false)
         .include_file("contact_email_proto.rs")
-        .compile_protos(&protos, &[root])?;
+        .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=../api/proto");
     Ok(())
 }
