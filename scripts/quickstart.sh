@@ -50,6 +50,14 @@ export API_ADDR=${API_ADDR:-127.0.0.1:8080}
 export WORKER_ADDR=${WORKER_ADDR:-127.0.0.1:8081}
 export MAIL_DIR=${MAIL_DIR:-$VAR/mail}
 export LOG_FORMAT=${LOG_FORMAT:-json}
+# The code key: made once for this checkout (owner-only), kept in $VAR, reused on restarts.
+if [[ -z "${CODE_ENCRYPTION_KEY:-}" ]]; then
+  if [[ ! -s "$VAR/code_encryption_key" ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > "$VAR/code_encryption_key")
+  fi
+  CODE_ENCRYPTION_KEY=$(cat "$VAR/code_encryption_key")
+fi
+export CODE_ENCRYPTION_KEY
 
 target/debug/api bootstrap > "$VAR/bootstrap.json" 2>> "$VAR/log/bootstrap.log"
 sed -n 's/.*"token":"\([^"]*\)".*/\1/p' "$VAR/bootstrap.json" > "$VAR/token"
@@ -68,5 +76,6 @@ Contact email service is running.
   worker:       http://$WORKER_ADDR (logs: $VAR/log/worker.log)
   mails:        ${SMTP_URL:-$MAIL_DIR/*.eml}
   admin token:  $VAR/token   (instance, organization and token: $VAR/bootstrap.json)
+  code key:     $VAR/code_encryption_key (CODE_ENCRYPTION_KEY of api and worker)
 Stop with: scripts/quickstart.sh stop
 MSG

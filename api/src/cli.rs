@@ -1,10 +1,11 @@
-//! The `api` command line (SPEC 7): `serve`, `migrate`, `bootstrap`, `token create`. Every
-//! option is also an environment variable of the same name.
+//! The `api` command line (SPEC 7): `serve`, `migrate`, `bootstrap`, `token create|list|
+//! revoke`. Every option is also an environment variable of the same name.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs};
+use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs, parse_duration};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// Apply pending migrations at start.
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = ArgAction::Set)]
     pub run_migrations: bool,
+
+    /// Origins a browser app may call from (CORS, JSON API and gRPC-Web): `*`, or a comma
+    /// list such as `https://app.example,https://admin.example`. Never with credentials.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "*")]
+    pub cors_allowed_origins: String,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -80,6 +86,10 @@ pub struct BootstrapArgs {
 pub enum TokenCommand {
     /// Mint a token; prints it alone on one line.
     Create(TokenCreateArgs),
+    /// List the tokens of an instance (never the tokens themselves).
+    List(TokenListArgs),
+    /// Revoke a token: it stops working within 5 s on every replica.
+    Revoke(TokenRevokeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,10 +110,49 @@ pub struct TokenCreateArgs {
     #[arg(long = "permission", value_delimiter = ',', value_parser = parse_permission)]
     pub permissions: Vec<&'static str>,
 
+    /// The token stops working after this time (`90d`, `12h`, `30m`); default: never.
+    #[arg(long, value_parser = parse_lifetime)]
+    pub expires_in: Option<Duration>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenListArgs {
+    /// Instance whose tokens are listed.
+    #[arg(long)]
+    pub instance: String,
+
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenRevokeArgs {
+    /// Id of the token (as `token list` shows it).
+    pub id: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+fn parse_lifetime(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(d)
 }
 
 fn parse_permission(raw: &str) -> Result<&'static str, String> {

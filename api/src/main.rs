@@ -1,22 +1,17 @@
 //! `api`: the contact email service's API process and its admin commands.
 
-mod cli;
-mod grpc;
-mod http;
-mod serve;
-mod service;
-mod state;
-
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::auth::{self, NewToken};
+use common::auth::{self, NewToken, TokenInfo};
 use common::error::Error;
-use common::schema::{organizations, users};
 use common::tenancy;
 use diesel::prelude::*;
 
-use cli::{BootstrapArgs, Cli, Command, TokenCommand, TokenCreateArgs};
+use api::cli::{
+    BootstrapArgs, Cli, Command, TokenCommand, TokenCreateArgs, TokenListArgs, TokenRevokeArgs,
+};
+use api::serve;
 
 /// Exit status of SPEC 7: 1 for an operational error, 2 for bad usage or configuration.
 enum Failure {
@@ -34,6 +29,8 @@ fn main() -> ExitCode {
         Command::Migrate(a) => &a.log,
         Command::Bootstrap(a) => &a.log,
         Command::Token(TokenCommand::Create(a)) => &a.log,
+        Command::Token(TokenCommand::List(a)) => &a.log,
+        Command::Token(TokenCommand::Revoke(a)) => &a.log,
     };
     let log_format = log.format();
     let checked = match &cli.command {
@@ -41,6 +38,8 @@ fn main() -> ExitCode {
         Command::Migrate(a) => a.database.validate(),
         Command::Bootstrap(a) => a.database.validate(),
         Command::Token(TokenCommand::Create(a)) => a.database.validate(),
+        Command::Token(TokenCommand::List(a)) => a.database.validate(),
+        Command::Token(TokenCommand::Revoke(a)) => a.database.validate(),
     };
     if let Err(e) = checked {
         eprintln!("{e}");
@@ -63,12 +62,13 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate(&args.database.database_url).await,
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Token(TokenCommand::Create(args)) => token_create(args).await,
+            Command::Token(TokenCommand::List(args)) => token_list(args).await,
+            Command::Token(TokenCommand::Revoke(args)) => token_revoke(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Operational(msg)) => {
-            tracing::error!("{msg}");
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
@@ -138,6 +138,7 @@ async fn bootstrap(args: BootstrapArgs) -> Result<(), Failure> {
                 org_id: None,
                 subject_user_id: None,
                 permissions: &[auth::USER_READ, auth::USER_WRITE],
+                expires_at: None,
             },
         )
         .map_err(db_failure)?;
@@ -153,17 +154,13 @@ async fn bootstrap(args: BootstrapArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn parse_id(flag: &str, raw: &str) -> Result<i64, Failure> {
+    raw.trim()
+        .parse::<i64>()
+        .map_err(|_| Failure::Usage(format!("error: {flag} {raw:?} is not an id")))
+}
+
 async fn token_create(args: TokenCreateArgs) -> Result<(), Failure> {
-    if args.permissions.is_empty() && args.subject.is_none() {
-        return Err(Failure::Usage(
-            "error: token create needs at least one --permission or a --subject".into(),
-        ));
-    }
-    let parse_id = |flag: &str, raw: &str| {
-        raw.trim()
-            .parse::<i64>()
-            .map_err(|_| Failure::Usage(format!("error: {flag} {raw:?} is not an id")))
-    };
     let instance_id = parse_id("--instance", &args.instance)?;
     let org_id = args
         .org
@@ -175,63 +172,115 @@ async fn token_create(args: TokenCreateArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|s| parse_id("--subject", s))
         .transpose()?;
+    let expires_at = args
+        .expires_in
+        .map(|d| {
+            chrono::TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| common::time::now_ms().checked_add_signed(d))
+                .ok_or_else(|| Failure::Usage("error: --expires-in is too long".into()))
+        })
+        .transpose()?;
     let url = args.database.database_url.clone();
-    let mut permissions = args.permissions.clone();
-    permissions.sort_unstable();
-    permissions.dedup();
+    let permissions = args.permissions.clone();
     let token = blocking(move || {
         let mut conn = connect(&url)?;
-        let instance_exists: bool = diesel::select(diesel::dsl::exists(
-            common::schema::instances::table.find(instance_id),
-        ))
-        .get_result(&mut conn)
-        .map_err(|e| db_failure(e.into()))?;
-        if !instance_exists {
-            return Err(Failure::Operational(format!(
-                "instance {instance_id} does not exist"
-            )));
-        }
-        if let Some(org) = org_id {
-            let found: bool = diesel::select(diesel::dsl::exists(
-                organizations::table
-                    .filter(organizations::id.eq(org))
-                    .filter(organizations::instance_id.eq(instance_id)),
-            ))
-            .get_result(&mut conn)
-            .map_err(|e| db_failure(e.into()))?;
-            if !found {
-                return Err(Failure::Operational(format!(
-                    "organization {org} does not exist in instance {instance_id}"
-                )));
-            }
-        }
-        if let Some(user) = subject {
-            let found: bool = diesel::select(diesel::dsl::exists(
-                users::table
-                    .filter(users::id.eq(user))
-                    .filter(users::instance_id.eq(instance_id))
-                    .filter(users::deleted_at.is_null()),
-            ))
-            .get_result(&mut conn)
-            .map_err(|e| db_failure(e.into()))?;
-            if !found {
-                return Err(Failure::Operational(format!(
-                    "user {user} does not exist in instance {instance_id}"
-                )));
-            }
-        }
-        auth::mint(
+        auth::create(
             &mut conn,
             NewToken {
                 instance_id,
                 org_id,
                 subject_user_id: subject,
                 permissions: &permissions,
+                expires_at,
             },
         )
-        .map_err(db_failure)
+        .map_err(db_failure)?
+        .map_err(|refused| Failure::Usage(format!("error: {refused}")))
     })
     .await?;
     println!("{token}");
+    Ok(())
+}
+
+async fn token_list(args: TokenListArgs) -> Result<(), Failure> {
+    let instance_id = parse_id("--instance", &args.instance)?;
+    let url = args.database.database_url.clone();
+    let tokens = blocking(move || {
+        let mut conn = connect(&url)?;
+        auth::list(&mut conn, instance_id).map_err(db_failure)
+    })
+    .await?;
+    if args.json {
+        let rows: Vec<_> = tokens.iter().map(token_json).collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        print!("{}", token_table(&tokens));
+    }
+    Ok(())
+}
+
+/// A token as `token list --json` prints it: ids as strings, times RFC 3339, unset `null`.
+fn token_json(t: &TokenInfo) -> serde_json::Value {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(common::time::rfc3339_ms);
+    serde_json::json!({
+        "id": t.id.to_string(),
+        "orgId": t.org_id.map(|o| o.to_string()),
+        "subject": t.subject_user_id.map(|u| u.to_string()),
+        "permissions": t.permissions,
+        "createdAt": common::time::rfc3339_ms(t.created_at),
+        "expiresAt": time(t.expires_at),
+        "revokedAt": time(t.revoked_at),
+        "lastUsedAt": time(t.last_used_at),
+    })
+}
+
+fn token_table(tokens: &[TokenInfo]) -> String {
+    let dash = || "-".to_string();
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(dash, common::time::rfc3339_ms);
+    let mut rows = vec![[
+        "ID", "ORG", "SUBJECT", "PERMISSIONS", "CREATED", "EXPIRES", "REVOKED", "LAST USED",
+    ]
+    .map(String::from)];
+    for t in tokens {
+        rows.push([
+            t.id.to_string(),
+            t.org_id.map_or_else(dash, |o| o.to_string()),
+            t.subject_user_id.map_or_else(dash, |u| u.to_string()),
+            if t.permissions.is_empty() { dash() } else { t.permissions.join(",") },
+            common::time::rfc3339_ms(t.created_at),
+            time(t.expires_at),
+            time(t.revoked_at),
+            time(t.last_used_at),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn token_revoke(args: TokenRevokeArgs) -> Result<(), Failure> {
+    let id = parse_id("token id", &args.id)?;
+    let url = args.database.database_url.clone();
+    let found = blocking(move || {
+        let mut conn = connect(&url)?;
+        auth::revoke(&mut conn, id).map_err(db_failure)
+    })
+    .await?;
+    if !found {
+        return Err(Failure::Operational(format!("token {id} not found")));
+    }
+    println!("revoked {id}");
     Ok(())
 }

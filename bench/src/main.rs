@@ -153,6 +153,7 @@ fn builder(settings: &Settings) -> harness::TestEnvBuilder {
         )
         .env("DATABASE_POOL_SIZE", settings.pool_size.to_string())
         .env("RESEND_COOLDOWN", "0s")
+        .env("MAIL_RECIPIENT_HOURLY_LIMIT", "0")
 }
 
 /// Phase 1 (API load with the worker running), then pgbench on the same database.
@@ -316,15 +317,12 @@ async fn phase_api(settings: &Settings) -> ApiPhase {
         env.psql("SELECT count(*) FROM outbox").await.trim(),
         env.psql("SELECT count(*) FROM user_events").await.trim()
     );
-    let email_id = env
-        .psql("SELECT id FROM user_emails ORDER BY id LIMIT 1")
-        .await
-        .trim()
-        .to_string();
+    let instance_id = env.bootstrap().instance_id.clone();
     let explain_cooldown = env
         .psql(&format!(
             "EXPLAIN (ANALYZE, BUFFERS) SELECT max(created_at) FROM mail_jobs \
-             WHERE email_id = {email_id} AND lower(recipient) = lower('x@bench.example.com')"
+             WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
+             AND created_at > now() - interval '30 seconds' AND purpose = 'contact_email'"
         ))
         .await;
     let explain_outbox_delete = env

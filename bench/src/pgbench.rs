@@ -6,12 +6,13 @@
 //! The script reproduces, statement by statement and in order, what the API sends for that
 //! request (see `common/src/auth.rs` `authenticate`, `common/src/commands/mod.rs`
 //! `load_user` / `append_event`, `common/src/commands/email.rs` `set_contact_email` /
-//! `replace_contact_email` / `code_for` / `check_cooldown`, `common/src/mail_job.rs`
-//! `supersede_unsent` / `enqueue` / `last_enqueued_at`):
+//! `replace_contact_email` / `code_for` / `check_send_limits`, `common/src/mail_job.rs`
+//! `supersede_unsent` / `enqueue` / `lock_recipient` / `last_enqueued_to` / `nth_latest_to`):
 //!
 //! 1. token lookup (its own pool checkout in the API, before the transaction);
 //! 2. `BEGIN`; the user row `FOR UPDATE`; the contact email row;
-//! 3. (only when the cooldown is on) `max(created_at)` of the address's earlier jobs;
+//! 3. (only when the resend limits are on) the recipient's advisory lock, the last mail to
+//!    it for the purpose within the cooldown, the 10th latest mail to it within the hour;
 //! 4. update the address; supersede unsent jobs; store the new code hash;
 //! 5. `next_id()`; insert the mail job; insert the outbox row;
 //! 6. insert the event; update the user's last sequence; `COMMIT`.
@@ -105,10 +106,22 @@ pub fn script(p: &ScriptParams) -> String {
          WHERE user_id = :u_id AND purpose = 'contact_email' LIMIT 1 \\gset e_",
     );
     if p.with_cooldown_query {
-        // check_cooldown -> last_enqueued_at
+        // check_send_limits -> lock_recipient, last_enqueued_to, nth_latest_to
         line(&format!(
-            "SELECT max(created_at) FROM mail_jobs WHERE email_id = :e_id \
-             AND lower(recipient) = lower({addr});"
+            "SELECT pg_advisory_xact_lock(1296124236, hashtext({inst} || ':' || lower({addr})));",
+            inst = p.instance_id
+        ));
+        line(&format!(
+            "SELECT max(created_at) FROM mail_jobs WHERE instance_id = {inst} \
+             AND lower(recipient) = lower({addr}) AND created_at > now() - interval '30 seconds' \
+             AND purpose = 'contact_email';",
+            inst = p.instance_id
+        ));
+        line(&format!(
+            "SELECT created_at FROM mail_jobs WHERE instance_id = {inst} \
+             AND lower(recipient) = lower({addr}) AND created_at > now() - interval '1 hour' \
+             ORDER BY created_at DESC OFFSET 9 LIMIT 1;",
+            inst = p.instance_id
         ));
     }
     // replace_contact_email: the address

@@ -478,7 +478,7 @@ impl Results {
             };
             let _ = writeln!(
                 o,
-                "- The resend-cooldown query (`last_enqueued_at`, run by every sending call when \
+                "- The resend-cooldown query (`last_enqueued_to`, run by every sending call when \
                  `RESEND_COOLDOWN` > 0, the default) {how}: the same pgbench transaction with it \
                  makes {:.0} tps instead of {:.0} ({}) at the table size of that run ({}).",
                 a.pgbench_cooldown.tps,
@@ -915,7 +915,7 @@ impl Results {
         let _ = writeln!(o, "Rows: {}.\n", a.mail_jobs_rows.trim());
         let _ = writeln!(
             o,
-            "### Plan of the resend-cooldown query (`mail_job::last_enqueued_at`)\n"
+            "### Plan of the resend-cooldown query (`mail_job::last_enqueued_to`)\n"
         );
         let _ = writeln!(o, "```\n{}\n```\n", a.explain_cooldown.trim_end());
         let _ = writeln!(

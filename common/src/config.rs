@@ -73,41 +73,69 @@ impl AmqpArgs {
     }
 }
 
-/// The key protecting codes: needed by the api (hash, encrypt) and the worker (decrypt).
+/// The keys protecting codes: needed by the api (hash, encrypt) and the worker (decrypt).
 #[derive(Args, Debug, Clone)]
 pub struct KeyArgs {
-    /// Standard base64 of 32 random bytes (`openssl rand -base64 32`). Required unless
-    /// DEV_MODE is true, where a fixed, public development key is used with a warning.
+    /// Standard base64 of 32 random bytes (make one with `openssl rand -base64 32`); the same
+    /// value for api and worker. Required unless DEV_MODE is true.
     #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true)]
     pub code_encryption_key: Option<String>,
 
-    /// Development mode: allows running without CODE_ENCRYPTION_KEY.
-    #[arg(long, env = "DEV_MODE", default_value_t = true, action = ArgAction::Set)]
+    /// Comma list of earlier CODE_ENCRYPTION_KEYs: codes and jobs made under them still
+    /// verify and send until they expire, so the key can be rotated.
+    #[arg(
+        long,
+        env = "CODE_ENCRYPTION_KEYS_PREVIOUS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub code_encryption_keys_previous: Vec<String>,
+
+    /// Development mode: allows running without CODE_ENCRYPTION_KEY on a public built-in
+    /// key (with a warning). Never in production.
+    #[arg(long, env = "DEV_MODE", default_value_t = false, action = ArgAction::Set)]
     pub dev_mode: bool,
 }
 
 /// Publicly known; only for DEV_MODE.
 const DEV_KEY: [u8; 32] = *b"contact-email-dev-key-not-secret";
 
+/// How to make a key, in every message about a missing or malformed one.
+const MAKE_A_KEY: &str = "make one with `openssl rand -base64 32` (or `head -c 32 /dev/urandom | base64`) \
+     and give the same value to api and worker";
+
 impl KeyArgs {
-    /// The code keys, or the configuration error naming the variable.
+    /// The code keys, or the configuration error naming the variable. The error never
+    /// repeats a key.
     pub fn keys(&self) -> Result<CodeKeys, ConfigError> {
-        match (&self.code_encryption_key, self.dev_mode) {
-            (Some(k), _) => CodeKeys::from_base64(k).map_err(|m| {
-                ConfigError::new("CODE_ENCRYPTION_KEY", format!("{m} (32 random bytes)"))
-            }),
-            (None, true) => {
+        let current = match (&self.code_encryption_key, self.dev_mode) {
+            (Some(k), _) if !k.trim().is_empty() => CodeKeys::master_from_base64(k).map_err(|m| {
+                ConfigError::new("CODE_ENCRYPTION_KEY", format!("{m} (32 random bytes); {MAKE_A_KEY}"))
+            })?,
+            (_, true) => {
                 tracing::warn!(
-                    "CODE_ENCRYPTION_KEY is not set: using the public development key; \
-                     set CODE_ENCRYPTION_KEY (and DEV_MODE=false) in production"
+                    "CODE_ENCRYPTION_KEY is not set: DEV_MODE uses the public development key; \
+                     never run this in production"
                 );
-                Ok(CodeKeys::from_master(&DEV_KEY))
+                DEV_KEY
             }
-            (None, false) => Err(ConfigError::new(
-                "CODE_ENCRYPTION_KEY",
-                "is required when DEV_MODE is false (standard base64 of 32 random bytes)",
-            )),
-        }
+            (_, false) => {
+                return Err(ConfigError::new(
+                    "CODE_ENCRYPTION_KEY",
+                    format!("is required (standard base64 of 32 random bytes): {MAKE_A_KEY}"),
+                ));
+            }
+        };
+        let previous = self
+            .code_encryption_keys_previous
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| CodeKeys::master_from_base64(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| {
+                ConfigError::new("CODE_ENCRYPTION_KEYS_PREVIOUS", format!("every key {m} (32 bytes)"))
+            })?;
+        Ok(CodeKeys::with_previous(&current, &previous))
     }
 }
 
@@ -146,9 +174,19 @@ pub struct CodeArgs {
     #[arg(long, env = "VERIFY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub verify_max_attempts: u32,
 
-    /// At most one mail per this time to the same recipient, user and purpose (`0s`: off).
+    /// At most one mail per this time to the same recipient (case-insensitive) for the same
+    /// purpose within an instance, whoever asks (`0s`: off).
     #[arg(long, env = "RESEND_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
     pub resend_cooldown: Duration,
+
+    /// At most this many mails per recipient per instance in any rolling hour, all purposes
+    /// together (`0`: off).
+    #[arg(long, env = "MAIL_RECIPIENT_HOURLY_LIMIT", default_value_t = 10)]
+    pub mail_recipient_hourly_limit: u32,
+
+    /// OTP Email authenticators a user may have at most.
+    #[arg(long, env = "OTP_EMAIL_MAX_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub otp_email_max_per_user: u32,
 
     /// Contact email link when the request gives none.
     #[arg(
@@ -176,6 +214,8 @@ pub struct CodePolicy {
     pub otp_email_ttl: Duration,
     pub verify_max_attempts: u32,
     pub resend_cooldown: Duration,
+    pub recipient_hourly_limit: u32,
+    pub otp_email_max_per_user: u32,
     pub default_url_template: UrlTemplate,
     pub default_otp_email_url_template: UrlTemplate,
 }
@@ -210,6 +250,8 @@ impl CodeArgs {
             otp_email_ttl: positive("OTP_EMAIL_CODE_TTL", self.otp_email_code_ttl)?,
             verify_max_attempts: self.verify_max_attempts,
             resend_cooldown: self.resend_cooldown,
+            recipient_hourly_limit: self.mail_recipient_hourly_limit,
+            otp_email_max_per_user: self.otp_email_max_per_user,
             default_url_template: template("DEFAULT_URL_TEMPLATE", &self.default_url_template)?,
             default_otp_email_url_template: template(
                 "DEFAULT_OTP_EMAIL_URL_TEMPLATE",

@@ -153,6 +153,7 @@ pub mod ids {
     pub const USER_NOT_FOUND_RESEND: &str = "COMMAND-EajeF6ypOV";
     pub const OTP_EMAIL_NOT_FOUND: &str = "COMMAND-b312D";
     pub const OTP_EMAIL_DUPLICATE: &str = "COMMAND-MKL2s";
+    pub const OTP_EMAIL_LIMIT: &str = "COMMAND-Otp10x";
     pub const NO_PENDING_CODE: &str = "COMMAND-QRkNTBwF8q";
     pub const RESEND_COOLDOWN: &str = "COMMAND-Rs8wq1";
     pub const USERNAME_TAKEN: &str = "COMMAND-k2unb";

@@ -209,19 +209,70 @@ pub fn cancel_unsent_for_user(
     .execute(conn)
 }
 
-/// When the last mail to `recipient` for this address was enqueued (the resend cooldown).
-pub fn last_enqueued_at(
+/// Advisory-lock class of [`lock_recipient`] (the first key of PostgreSQL's two-key form).
+const RECIPIENT_LOCK_CLASS: i32 = 0x4d41_494c; // "MAIL"
+
+/// Serializes, until the end of the transaction, the calls that may mail `recipient` of an
+/// instance, so the resend limits are checked and the new job enqueued as one step.
+pub fn lock_recipient(
     conn: &mut PgConnection,
-    email_id: i64,
+    instance_id: i64,
     recipient: &str,
+) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind::<diesel::sql_types::Integer, _>(RECIPIENT_LOCK_CLASS)
+        .bind::<diesel::sql_types::Text, _>(format!("{instance_id}:{}", recipient.to_lowercase()))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The `lower(recipient)` condition of the recipient queries (served by the index
+/// `mail_jobs_recipient` on `(instance_id, lower(recipient), created_at)`).
+fn recipient_is(
+    recipient: &str,
+) -> Box<dyn BoxableExpression<mail_jobs::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>
+{
+    Box::new(
+        diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
+            .bind::<diesel::sql_types::Text, _>(recipient.to_owned())
+            .sql(")"),
+    )
+}
+
+/// When the last mail to `recipient` of an instance for `purpose` was enqueued, if after
+/// `since` (the resend cooldown).
+pub fn last_enqueued_to(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    recipient: &str,
+    purpose: Purpose,
+    since: DateTime<Utc>,
 ) -> QueryResult<Option<DateTime<Utc>>> {
     mail_jobs::table
-        .filter(mail_jobs::email_id.eq(email_id))
-        .filter(
-            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
-                .bind::<diesel::sql_types::Text, _>(recipient)
-                .sql(")"),
-        )
+        .filter(mail_jobs::instance_id.eq(instance_id))
+        .filter(recipient_is(recipient))
+        .filter(mail_jobs::created_at.gt(since))
+        .filter(mail_jobs::purpose.eq(purpose.as_str()))
         .select(diesel::dsl::max(mail_jobs::created_at))
         .first(conn)
+}
+
+/// The enqueue time of the `n`-th latest mail to `recipient` of an instance after `since`,
+/// all purposes: `Some` when `n` mails were enqueued in that window (the hourly cap).
+pub fn nth_latest_to(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    recipient: &str,
+    n: u32,
+    since: DateTime<Utc>,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    mail_jobs::table
+        .filter(mail_jobs::instance_id.eq(instance_id))
+        .filter(recipient_is(recipient))
+        .filter(mail_jobs::created_at.gt(since))
+        .order(mail_jobs::created_at.desc())
+        .select(mail_jobs::created_at)
+        .offset(i64::from(n.max(1)) - 1)
+        .first(conn)
+        .optional()
 }

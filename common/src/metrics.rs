@@ -2,10 +2,12 @@
 //! statuses, outcomes, tiers and states: never a code, token, address or id.
 //!
 //! The job and outbox gauges are read from PostgreSQL when scraped, so every replica shows
-//! the truth of the whole system rather than its own share.
+//! the truth of the whole system rather than its own share. The readings are cached: at
+//! most one query set per [`DB_READING_TTL`] per process, one at a time, each bounded by a
+//! server-side statement timeout, so unauthenticated scrapes cannot load the database.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -64,7 +66,12 @@ pub struct Metrics {
     outbox_backlog: Gauge,
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     jobs: Family<StateLabels, Gauge>,
+    /// When the database gauges were last read; held while a reading is in flight.
+    db_read_at: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// How long the database gauges are served from the last reading.
+pub const DB_READING_TTL: Duration = Duration::from_secs(5);
 
 impl Metrics {
     pub fn new(process: Process) -> Self {
@@ -82,6 +89,7 @@ impl Metrics {
             outbox_backlog: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
             jobs: Family::default(),
+            db_read_at: tokio::sync::Mutex::new(None),
         };
         if process == Process::Api {
             registry.register(
@@ -131,39 +139,56 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Refreshes the database gauges (if PostgreSQL answers) and encodes everything in the
-    /// OpenMetrics text format.
+    /// Refreshes the database gauges when the last reading is older than
+    /// [`DB_READING_TTL`] (and PostgreSQL answers), then encodes everything in the
+    /// OpenMetrics text format. A scrape that arrives while another one reads the database
+    /// does not wait for it: it shows the previous reading.
     pub async fn scrape(&self, pool: &PgPool) -> String {
-        let read = db::run(pool, |conn| {
-            let backlog = crate::outbox::backlog(conn)?;
-            let by_state: Vec<(String, i64)> = crate::schema::mail_jobs::table
-                .group_by(crate::schema::mail_jobs::state)
-                .select((crate::schema::mail_jobs::state, diesel::dsl::count_star()))
-                .load(conn)?;
-            Ok((backlog, by_state))
-        });
-        if let Ok(Ok(((n, age), by_state))) =
-            tokio::time::timeout(Duration::from_secs(2), read).await
+        if let Ok(mut read_at) = self.db_read_at.try_lock()
+            && read_at.is_none_or(|at| at.elapsed() >= DB_READING_TTL)
         {
-            self.outbox_backlog.set(n);
-            self.outbox_oldest_age.set(age);
-            for state in JobState::ALL {
-                let count = by_state
-                    .iter()
-                    .find(|(s, _)| s == state.as_str())
-                    .map_or(0, |(_, c)| *c);
-                self.jobs
-                    .get_or_create(&StateLabels {
-                        state: state.as_str(),
-                    })
-                    .set(count);
-            }
+            *read_at = Some(Instant::now());
+            self.read_database(pool).await;
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    async fn read_database(&self, pool: &PgPool) {
+        let read = db::run(pool, |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                // The server gives up on its own: a timed-out scrape leaves no query behind.
+                diesel::sql_query("SET LOCAL statement_timeout = '2s'").execute(conn)?;
+                let backlog = crate::outbox::backlog(conn)?;
+                let by_state: Vec<(String, i64)> = crate::schema::mail_jobs::table
+                    .group_by(crate::schema::mail_jobs::state)
+                    .select((crate::schema::mail_jobs::state, diesel::dsl::count_star()))
+                    .load(conn)?;
+                Ok((backlog, by_state))
+            })
+            .map_err(crate::error::Error::from)
+        });
+        let Ok(Ok(((n, age), by_state))) =
+            tokio::time::timeout(Duration::from_secs(3), read).await
+        else {
+            return;
+        };
+        self.outbox_backlog.set(n);
+        self.outbox_oldest_age.set(age);
+        for state in JobState::ALL {
+            let count = by_state
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, c)| *c);
+            self.jobs
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(count);
+        }
     }
 }
 

@@ -74,6 +74,9 @@ diesel::table! {
         permissions -> Array<Text>,
         token_hash -> Bytea,
         created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }
 

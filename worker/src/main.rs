@@ -89,7 +89,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(msg) => {
-            tracing::error!("{msg}");
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }

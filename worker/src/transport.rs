@@ -68,7 +68,7 @@ impl MailTransport {
                 let tmp = dir.join(format!(".{job_id}.eml.tmp"));
                 let bytes = message.formatted();
                 let written = async {
-                    tokio::fs::write(&tmp, &bytes).await?;
+                    write_private(&tmp, &bytes).await?;
                     tokio::fs::rename(&tmp, &path).await
                 };
                 written
@@ -80,6 +80,21 @@ impl MailTransport {
             }
         }
     }
+}
+
+/// Writes a file only its owner can read (mode 0600, whatever the umask): a mail holds a
+/// code (SPEC 7).
+async fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await
 }
 
 fn classify(e: &lettre::transport::smtp::Error) -> SendFailure {

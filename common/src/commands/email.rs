@@ -69,7 +69,7 @@ impl Commands {
             conn,
             who,
             Call::SetContactEmail,
-            Access::WriteOwnEmail,
+            request.verification.access(),
             |conn, user, now| {
                 let existing = contact_row(conn, user.id)?;
                 if existing
@@ -110,9 +110,6 @@ impl Commands {
         let address = request.address.as_str();
         let email_id = match &existing {
             Some(row) => {
-                if matches!(request.verification, Verification::SendCode(_)) {
-                    self.check_cooldown(conn, row.id, address, now)?;
-                }
                 diesel::update(user_emails::table.find(row.id))
                     .set((
                         user_emails::address.eq(address),
@@ -157,8 +154,24 @@ impl Commands {
             conn,
             who,
             Call::Other,
-            Access::WriteOwnEmail,
+            request.verification.access(),
             |conn, user, now| {
+                let registered: i64 = user_emails::table
+                    .filter(user_emails::user_id.eq(user.id))
+                    .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                    .count()
+                    .get_result(conn)?;
+                if registered >= i64::from(self.policy.otp_email_max_per_user) {
+                    return Err(Rejection::new(
+                        Code::FailedPrecondition,
+                        ids::OTP_EMAIL_LIMIT,
+                        format!(
+                            "A user has at most {} OTP Email authenticators",
+                            self.policy.otp_email_max_per_user
+                        ),
+                    )
+                    .into());
+                }
                 let duplicate: bool = diesel::select(diesel::dsl::exists(
                     user_emails::table
                         .filter(user_emails::user_id.eq(user.id))
@@ -225,7 +238,7 @@ impl Commands {
             EmailTarget::ContactEmail => Call::VerifyContactEmail,
             EmailTarget::OtpEmail(_) => Call::Other,
         };
-        let checked = on_user(conn, who, call, Access::WriteOwnEmail, |conn, user, now| {
+        let checked = on_user(conn, who, call, Access::WriteProvingMailbox, |conn, user, now| {
             let Some(row) = target_row(conn, user, target)? else {
                 return Ok(Checked::Unchanged(user.last_details()));
             };
@@ -305,7 +318,7 @@ impl Commands {
             EmailTarget::ContactEmail => Call::ResendContactEmailCode,
             EmailTarget::OtpEmail(_) => Call::Other,
         };
-        on_user(conn, who, call, Access::WriteOwnEmail, |conn, user, now| {
+        on_user(conn, who, call, delivery.access(), |conn, user, now| {
             let row = target_row(conn, user, target)?
                 .filter(EmailRow::has_pending_code)
                 .ok_or_else(|| {
@@ -316,10 +329,7 @@ impl Commands {
                     )
                 })?;
             let verification = match delivery {
-                CodeDelivery::SendCode(t) => {
-                    self.check_cooldown(conn, row.id, &row.address, now)?;
-                    Verification::SendCode(t.clone())
-                }
+                CodeDelivery::SendCode(t) => Verification::SendCode(t.clone()),
                 CodeDelivery::ReturnCode => Verification::ReturnCode,
             };
             let (code, job_id) = self.code_for(
@@ -359,7 +369,7 @@ impl Commands {
             conn,
             who,
             Call::Other,
-            Access::WriteOwnEmail,
+            Access::WriteProvingMailbox,
             |conn, user, now| {
                 let target = EmailTarget::OtpEmail(otp_email_id);
                 let row = target_row(conn, user, target)?
@@ -408,6 +418,9 @@ impl Commands {
             Verification::ReturnCode => None,
             Verification::SendCode(t) => Some(t.as_ref().unwrap_or(default_template)),
         };
+        if send_with.is_some() {
+            self.check_send_limits(conn, user.instance_id, address, purpose, now)?;
+        }
         let code = spec.generate();
         let expires = now
             + chrono::Duration::from_std(ttl)
@@ -446,36 +459,62 @@ impl Commands {
         Ok((None, Some(job_id)))
     }
 
-    /// SPEC 3.4 resend limit: 429 when a mail to this recipient for this address was enqueued
-    /// less than `RESEND_COOLDOWN` ago.
-    fn check_cooldown(
+    /// SPEC 3.4 resend limits, for every call that would mail a code: at most one mail per
+    /// `RESEND_COOLDOWN` to a recipient (case-insensitive) for a purpose, and at most
+    /// `MAIL_RECIPIENT_HOURLY_LIMIT` mails to a recipient in any rolling hour, within an
+    /// instance, whoever asks. Over either: 429 with the wait until both allow a mail.
+    ///
+    /// Calls for different users can mail the same recipient, so the user row lock does not
+    /// serialize them: a transaction-scoped advisory lock on (instance, recipient) does, and
+    /// the check and the enqueue that follows it are one step for concurrent requests.
+    fn check_send_limits(
         &self,
         conn: &mut PgConnection,
-        email_id: i64,
+        instance_id: i64,
         recipient: &str,
+        purpose: Purpose,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let cooldown = self.policy.resend_cooldown;
-        if cooldown.is_zero() {
+        let hourly = self.policy.recipient_hourly_limit;
+        if cooldown.is_zero() && hourly == 0 {
             return Ok(());
         }
-        let Some(last) = mail_job::last_enqueued_at(conn, email_id, recipient)? else {
-            return Ok(());
-        };
-        let elapsed = (now - last).to_std().unwrap_or_default();
-        if elapsed >= cooldown {
+        mail_job::lock_recipient(conn, instance_id, recipient)?;
+        let mut wait = std::time::Duration::ZERO;
+        if !cooldown.is_zero() {
+            let since = now - to_delta(cooldown)?;
+            if let Some(last) =
+                mail_job::last_enqueued_to(conn, instance_id, recipient, purpose, since)?
+            {
+                wait = wait.max(cooldown.saturating_sub((now - last).to_std().unwrap_or_default()));
+            }
+        }
+        if hourly > 0 {
+            let hour = chrono::TimeDelta::hours(1);
+            if let Some(oldest_counted) =
+                mail_job::nth_latest_to(conn, instance_id, recipient, hourly, now - hour)?
+            {
+                let frees_at = oldest_counted + hour;
+                wait = wait.max((frees_at - now).to_std().unwrap_or_default());
+            }
+        }
+        if wait.is_zero() {
             return Ok(());
         }
-        let wait = cooldown - elapsed;
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let mut rejection = Rejection::new(
             Code::ResourceExhausted,
             ids::RESEND_COOLDOWN,
-            format!("A code was sent recently, try again in {seconds} s"),
+            format!("Too many mails to this address, try again in {seconds} s"),
         );
-        rejection.retry_after = Some(seconds.max(1));
+        rejection.retry_after = Some(seconds);
         Err(rejection.into())
     }
+}
+
+fn to_delta(d: std::time::Duration) -> Result<chrono::TimeDelta, Error> {
+    chrono::TimeDelta::from_std(d).map_err(|_| Error::Internal("duration out of range".into()))
 }
 
 pub(super) fn contact_row(

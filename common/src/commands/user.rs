@@ -92,9 +92,7 @@ impl Commands {
                     None => first_org(conn, instance_id)?.ok_or_else(org_not_found)?,
                 },
             };
-            if !principal.can_write || principal.org_id.is_some_and(|o| o != org_id) {
-                return Err(Rejection::permission_denied().into());
-            }
+            principal.authorize_create(org_id)?;
             if let Some(name) = &request.username {
                 let taken: bool = diesel::select(diesel::dsl::exists(
                     users::table

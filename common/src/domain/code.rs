@@ -74,9 +74,18 @@ impl SubmittedCode {
     }
 }
 
-/// The server's keys for codes, both derived from `CODE_ENCRYPTION_KEY`.
+/// The server's keys for codes, derived from `CODE_ENCRYPTION_KEY`, and those of the keys
+/// it replaced (`CODE_ENCRYPTION_KEYS_PREVIOUS`): new hashes and ciphertexts use the current
+/// key; verifying and decrypting also accept the previous ones, so a rotation fails no code.
 #[derive(Clone)]
 pub struct CodeKeys {
+    current: KeySet,
+    previous: Vec<KeySet>,
+}
+
+/// The two keys derived from one master key.
+#[derive(Clone)]
+struct KeySet {
     hash_key: [u8; 32],
     cipher: XChaCha20Poly1305,
 }
@@ -90,41 +99,18 @@ impl std::fmt::Debug for CodeKeys {
 /// Bytes of the random nonce stored in front of each ciphertext.
 const NONCE_LEN: usize = 24;
 
-impl CodeKeys {
-    /// From standard base64 of 32 bytes.
-    pub fn from_base64(encoded: &str) -> Result<Self, String> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| "must be standard base64".to_string())?;
-        let master: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| "must decode to exactly 32 bytes".to_string())?;
-        Ok(Self::from_master(&master))
-    }
-
-    pub fn from_master(master: &[u8; 32]) -> Self {
+impl KeySet {
+    fn derive(master: &[u8; 32]) -> Self {
         let derive = |label: &[u8]| -> [u8; 32] {
             let mut mac =
                 <HmacSha256 as Mac>::new_from_slice(master).expect("HMAC takes any key length");
             mac.update(label);
             mac.finalize().into_bytes().into()
         };
-        let hash_key = derive(b"contact-email/code-hash/v1");
-        let cipher_key = derive(b"contact-email/code-aead/v1");
-        CodeKeys {
-            hash_key,
-            cipher: XChaCha20Poly1305::new(&cipher_key.into()),
+        KeySet {
+            hash_key: derive(b"contact-email/code-hash/v1"),
+            cipher: XChaCha20Poly1305::new(&derive(b"contact-email/code-aead/v1").into()),
         }
-    }
-
-    /// Keyed hash of a code, bound to the address row it verifies.
-    pub fn hash(&self, email_id: i64, code: &str) -> Vec<u8> {
-        self.mac(email_id, code).finalize().into_bytes().to_vec()
-    }
-
-    /// Constant-time comparison of a submitted code with the stored hash.
-    pub fn verify(&self, email_id: i64, code: &str, stored_hash: &[u8]) -> bool {
-        self.mac(email_id, code).verify_slice(stored_hash).is_ok()
     }
 
     fn mac(&self, email_id: i64, code: &str) -> HmacSha256 {
@@ -134,6 +120,55 @@ impl CodeKeys {
         mac.update(code.as_bytes());
         mac
     }
+}
+
+impl CodeKeys {
+    /// The 32-byte master key of standard base64; the error never repeats the input.
+    pub fn master_from_base64(encoded: &str) -> Result<[u8; 32], String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| "must be standard base64".to_string())?;
+        bytes
+            .try_into()
+            .map_err(|_| "must decode to exactly 32 bytes".to_string())
+    }
+
+    /// From standard base64 of 32 bytes, without previous keys.
+    pub fn from_base64(encoded: &str) -> Result<Self, String> {
+        Ok(Self::from_master(&Self::master_from_base64(encoded)?))
+    }
+
+    pub fn from_master(master: &[u8; 32]) -> Self {
+        Self::with_previous(master, &[])
+    }
+
+    /// The current key and the keys it replaced, newest first.
+    pub fn with_previous(current: &[u8; 32], previous: &[[u8; 32]]) -> Self {
+        CodeKeys {
+            current: KeySet::derive(current),
+            previous: previous.iter().map(KeySet::derive).collect(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &KeySet> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// Keyed hash of a code, bound to the address row it verifies.
+    pub fn hash(&self, email_id: i64, code: &str) -> Vec<u8> {
+        self.current
+            .mac(email_id, code)
+            .finalize()
+            .into_bytes()
+            .to_vec()
+    }
+
+    /// Constant-time comparison of a submitted code with the stored hash, under the current
+    /// key and each previous one.
+    pub fn verify(&self, email_id: i64, code: &str, stored_hash: &[u8]) -> bool {
+        self.all()
+            .any(|k| k.mac(email_id, code).verify_slice(stored_hash).is_ok())
+    }
 
     /// Encrypts a code for one mail job (the job id is authenticated with it).
     pub fn encrypt(&self, job_id: i64, code: &str) -> Vec<u8> {
@@ -141,6 +176,7 @@ impl CodeKeys {
         rand::rng().fill(&mut nonce);
         let aad = job_id.to_be_bytes();
         let sealed = self
+            .current
             .cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -156,6 +192,7 @@ impl CodeKeys {
         out
     }
 
+    /// Decrypts a job's code with the current key or a previous one.
     pub fn decrypt(&self, job_id: i64, stored: &[u8]) -> Result<String, String> {
         if stored.len() <= NONCE_LEN {
             return Err("ciphertext too short".into());
@@ -163,15 +200,21 @@ impl CodeKeys {
         let (nonce, sealed) = stored.split_at(NONCE_LEN);
         let aad = job_id.to_be_bytes();
         let plain = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| "code cannot be decrypted with this CODE_ENCRYPTION_KEY".to_string())?;
+            .all()
+            .find_map(|k| {
+                k.cipher
+                    .decrypt(
+                        XNonce::from_slice(nonce),
+                        Payload {
+                            msg: sealed,
+                            aad: &aad,
+                        },
+                    )
+                    .ok()
+            })
+            .ok_or_else(|| {
+                "code cannot be decrypted with CODE_ENCRYPTION_KEY or a previous key".to_string()
+            })?;
         String::from_utf8(plain).map_err(|_| "decrypted code is not UTF-8".to_string())
     }
 }
@@ -230,6 +273,22 @@ mod tests {
         assert_eq!(keys.decrypt(10, &ct).unwrap(), "12345678");
         assert!(keys.decrypt(11, &ct).is_err());
         assert!(CodeKeys::from_master(&[1; 32]).decrypt(10, &ct).is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_still_verifies_and_decrypts_what_the_previous_one_made() {
+        let old = CodeKeys::from_master(&[1; 32]);
+        let h = old.hash(3, "ABC123");
+        let ct = old.encrypt(9, "ABC123");
+        let rotated = CodeKeys::with_previous(&[2; 32], &[[1; 32]]);
+        assert!(rotated.verify(3, "ABC123", &h));
+        assert!(!rotated.verify(3, "ABC124", &h));
+        assert_eq!(rotated.decrypt(9, &ct).unwrap(), "ABC123");
+        // New material is made with the new key only.
+        let fresh = rotated.hash(3, "ABC123");
+        assert!(!old.verify(3, "ABC123", &fresh));
+        assert!(old.decrypt(9, &rotated.encrypt(9, "X")).is_err());
+        assert!(CodeKeys::from_master(&[2; 32]).decrypt(9, &ct).is_err());
     }
 
     #[test]

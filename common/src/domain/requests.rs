@@ -1,6 +1,7 @@
 //! The validated requests of the email calls (SPEC 3.1, 3.4), built from the fields an edge
 //! read from its wire format. Field names in messages are the JSON names of SPEC 3.
 
+use crate::auth::Access;
 use crate::error::{Rejection, ids};
 
 use super::{EmailAddress, UrlTemplate};
@@ -26,6 +27,27 @@ pub enum Verification {
 pub enum CodeDelivery {
     SendCode(Option<UrlTemplate>),
     ReturnCode,
+}
+
+impl Verification {
+    /// What the choice needs from the caller (SPEC 2): a mailed code proves the mailbox, so
+    /// the user may ask for it on themself; `isVerified` and `returnCode` skip that proof.
+    pub fn access(&self) -> Access {
+        match self {
+            Verification::SendCode(_) => Access::WriteProvingMailbox,
+            Verification::ReturnCode | Verification::IsVerified => Access::WriteSkippingProof,
+        }
+    }
+}
+
+impl CodeDelivery {
+    /// What the choice needs from the caller, as for [`Verification::access`].
+    pub fn access(&self) -> Access {
+        match self {
+            CodeDelivery::SendCode(_) => Access::WriteProvingMailbox,
+            CodeDelivery::ReturnCode => Access::WriteSkippingProof,
+        }
+    }
 }
 
 /// A valid `SetEmail` object.

@@ -63,7 +63,9 @@ impl UrlTemplate {
                 format!("{field} is not a valid template: {}", e.reason()),
             )
         })?;
-        check_elements(&template.elements).map_err(|why| {
+        check_raw_text(&template.elements)
+            .and_then(|()| check_elements(&template.elements))
+            .map_err(|why| {
             Rejection::invalid(
                 ids::TEMPLATE_INVALID,
                 format!("{field} is not allowed: {why}"),
@@ -82,12 +84,24 @@ impl UrlTemplate {
                     format!("{field} is not allowed: {why}"),
                 )
             })?;
-        match url::Url::parse(&sample) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(parsed),
-            _ => Err(Rejection::invalid(
+        let invalid = |why: &str| {
+            Err(Rejection::invalid(
                 ids::TEMPLATE_INVALID,
-                format!("{field} must render to an absolute http or https URL"),
-            )),
+                format!("{field} {why}"),
+            ))
+        };
+        // `Url::parse` forgives what a mail client might not (`https:ex.com`, stray
+        // whitespace): the rendered link must already be the URL in its plain form.
+        let lower = sample.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return invalid("must render to an absolute http or https URL (scheme://host...)");
+        }
+        match url::Url::parse(&sample) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                invalid("must not hold user info (user@ before the host)")
+            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(parsed),
+            _ => invalid("must render to an absolute http or https URL"),
         }
     }
 
@@ -161,6 +175,28 @@ fn from_go_spelling(raw: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The text outside `{{ }}` tags is part of one URL: no whitespace, control character or
+/// backslash (which URL parsers strip or rewrite, so free text could ride into the mail).
+fn check_raw_text(elements: &[TemplateElement]) -> Result<(), String> {
+    for element in elements {
+        if let TemplateElement::RawString(text) = element
+            && let Some(c) = text
+                .chars()
+                .find(|c| c.is_whitespace() || c.is_control() || *c == '\\')
+        {
+            return Err(format!(
+                "the URL may not contain {} outside {{{{ }}}}",
+                match c {
+                    '\\' => "a backslash",
+                    c if c.is_control() => "a control character",
+                    _ => "whitespace",
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_elements(elements: &[TemplateElement]) -> Result<(), String> {
@@ -261,9 +297,28 @@ mod tests {
             "ftp://ex.com/{{Code}}",
             "javascript:alert({{Code}})",
             "/relative/{{Code}}",
+            "https://ex.com/{{Code}}\n\nURGENT: call +1-555",
+            "https://ex.com/{{Code}}\tx",
+            "https://ex.com/ {{Code}}",
+            "https://ex.com/\\evil/{{Code}}",
+            "https://ex.com/\u{7f}{{Code}}",
+            "https:ex.com/{{Code}}",
+            "https:/ex.com/{{Code}}",
+            "https://a@evil.example/{{Code}}",
+            "https://a:b@evil.example/{{Code}}",
+            "https://ex.com@evil.example/{{Code}}",
         ] {
             assert_eq!(id_of(raw), ids::TEMPLATE_INVALID, "{raw}");
         }
+    }
+
+    #[test]
+    fn spaces_inside_tags_are_fine_and_the_render_is_the_checked_url() {
+        let t = UrlTemplate::parse("HTTPS://ex.com/v?c={{ .Code }}&u={{ UserID }}", "t").unwrap();
+        assert_eq!(
+            t.render(VALUES).unwrap(),
+            "HTTPS://ex.com/v?c=A%20B%26C%2F%C3%A9&u=42"
+        );
     }
 
     #[test]
