@@ -9,7 +9,9 @@ use common::domain::{LinkValues, UrlTemplate};
 use common::mail_job::Purpose;
 use handlebars::Handlebars;
 use lettre::Message;
-use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
+};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use serde::Serialize;
 
@@ -134,6 +136,7 @@ impl MailRenderer {
             .from(self.from.clone())
             .to(to)
             .subject(parts.subject.trim())
+            .header(AutoSubmitted)
             .message_id(Some(format!(
                 "<{}.{}@{}>",
                 input.job_id,
@@ -188,11 +191,32 @@ struct Parts {
 }
 
 /// A text part, as 7bit when it can be (readable in a `.eml` file, links unbroken), else as
-/// lettre picks (quoted-printable or base64).
+/// lettre picks (quoted-printable or base64). Either way from the text itself, so every line
+/// break goes out as CRLF (RFC 5322), also inside the encoded forms: handing lettre raw
+/// bytes instead would keep bare LFs (`=0A` in quoted-printable).
 fn part(content_type: ContentType, content: String) -> SinglePart {
-    let body = Body::new_with_encoding(content, ContentTransferEncoding::SevenBit)
-        .unwrap_or_else(Body::new);
+    let body = Body::new_with_encoding(content.clone(), ContentTransferEncoding::SevenBit)
+        .unwrap_or_else(|_| Body::new(content));
     SinglePart::builder().header(content_type).body(body)
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): a machine's mail, so vacation responders and
+/// auto-replies stay silent.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_owned())
+    }
 }
 
 /// HTML escaping of the characters that matter in text and attribute values; `=` and `/`
@@ -258,6 +282,45 @@ mod tests {
             raw.contains(link),
             "the text part keeps the link on one line: {raw}"
         );
+    }
+
+    /// What a relay receives: every line ends in CRLF (none longer than 998 octets), also in
+    /// quoted-printable or base64 parts, with `Auto-Submitted` and `Date`.
+    #[test]
+    fn every_line_ends_in_crlf_whatever_the_encoding() {
+        let dir = std::env::temp_dir().join(format!("ce-crlf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Non-ASCII and a line over 76 characters force an encoded text part.
+        std::fs::write(
+            dir.join("contact_email.txt.hbs"),
+            "Grüße, voilà: {{link}}\n\n    {{code}}\n\nEnde\n",
+        )
+        .unwrap();
+        for templates in [None, Some(dir.as_path())] {
+            let renderer = MailRenderer::new("Contact Email <no-reply@example.com>", templates)
+                .unwrap();
+            for purpose in [Purpose::ContactEmail, Purpose::OtpEmail] {
+                let mail = MailInput {
+                    purpose,
+                    ..input("AB12CD")
+                };
+                let raw = renderer.render(&mail).unwrap().formatted();
+                for (i, w) in raw.windows(2).enumerate() {
+                    assert!(
+                        !(w[1] == b'\n' && w[0] != b'\r') && !(i == 0 && raw[0] == b'\n'),
+                        "bare LF at byte {i}:\n{}",
+                        String::from_utf8_lossy(&raw)
+                    );
+                }
+                let text = String::from_utf8_lossy(&raw);
+                assert!(text.split("\r\n").all(|l| l.len() <= 998));
+                // Encoded line breaks would decode to bare LFs.
+                assert!(!text.contains("=0A") && !text.contains("=0D"), "{text}");
+                assert!(text.contains("\r\nAuto-Submitted: auto-generated\r\n"), "{text}");
+                assert!(text.contains("\r\nDate: "), "{text}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
