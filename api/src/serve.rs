@@ -13,6 +13,8 @@ use common::outbox::{self, OutboxPublisher};
 use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
+use crate::grpc::health::Readiness;
+use crate::http::cors::Cors;
 use crate::state::AppState;
 
 /// Ids waiting for the publisher before new ones are left to the relay.
@@ -21,6 +23,7 @@ const HANDOFF_CAPACITY: usize = 10_000;
 const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let cors = Cors::from_setting(&args.cors_allowed_origins).map_err(|e| e.to_string())?;
     let keys = args.keys.keys().map_err(|e| e.to_string())?;
     let policy = args.codes.policy().map_err(|e| e.to_string())?;
     if args.run_migrations {
@@ -62,12 +65,24 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %local, "api listening");
 
-    let grpc = crate::grpc::router(state.clone()).map_err(|e| e.to_string())?;
-    let app = crate::http::app(state, grpc);
+    // grpc.health.v1.Health follows readiness from the first answer on, and turns
+    // NOT_SERVING as soon as the shutdown starts.
+    let readiness = Readiness::new().await;
+    readiness.probe(&state.pool).await;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn(readiness.clone().follow(state.pool.clone(), async move {
+        let _ = stopping_rx.await;
+    }));
+    let grpc = crate::grpc::router(state.clone(), &readiness).map_err(|e| e.to_string())?;
+    let app = crate::http::app(state, grpc, cors);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        })
         .await
         .map_err(|e| format!("server failed: {e}"))?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), health).await;
 
     // Requests are drained; the handlers' clones of the hand-off sender are gone with the
     // router, so the publisher task finishes what it holds and ends.

@@ -26,7 +26,8 @@ use proto::zitadel::v1::ErrorDetail;
 
 const SERVICE: &str = "zitadel.resources.user.v3alpha.ZITADELUsers";
 /// What `grpcurl list` shows, over either reflection protocol.
-const REFLECTED_SERVICES: [&str; 3] = [
+const REFLECTED_SERVICES: [&str; 4] = [
+    "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     SERVICE,

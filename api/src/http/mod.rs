@@ -1,6 +1,7 @@
 //! The HTTP/JSON surface: routes, extractors, error rendering, and the middleware that gives
 //! every request an id (`x-request-id`) and a span.
 
+pub mod cors;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -31,8 +32,9 @@ tokio::task_local! {
 }
 
 /// The whole application on the API port: the JSON routes, the `grpc` routes (SPEC 4: one
-/// port), the 404 fallback, and the request-id middleware around all of them.
-pub fn app(state: AppState, grpc: Router) -> Router {
+/// port), the 404 fallback, CORS (before any token check) and the request-id middleware
+/// around all of them.
+pub fn app(state: AppState, grpc: Router, cors: cors::Cors) -> Router {
     Router::new()
         .merge(
             routes::router().route_layer(axum::middleware::from_fn_with_state(
@@ -44,6 +46,7 @@ pub fn app(state: AppState, grpc: Router) -> Router {
         .with_state(state.clone())
         .merge(grpc)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(cors, cors::middleware))
         .layer(axum::middleware::from_fn_with_state(state, request_context))
 }
 
