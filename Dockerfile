@@ -1,7 +1,7 @@
 # Builds both binaries (api, worker) into one small runtime image that runs as a non-root
 # user. Pick the process with the command: `api serve`, `worker run`, `api bootstrap`, ...
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev protobuf-compiler \
+RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -5,11 +5,13 @@
 #
 #   scripts/quickstart.sh          start (or restart) everything
 #   scripts/quickstart.sh stop     stop the api and the worker
+#   scripts/quickstart.sh reset    stop, drop the database and the RabbitMQ queues, empty var/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VAR=${VAR:-var}
-mkdir -p "$VAR/log" "$VAR/mail"
+DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/contact_email}
+AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
 stop() {
   for name in api worker; do
@@ -34,18 +36,89 @@ wait_ready() { # name url
   exit 1
 }
 
-if [[ "${1:-}" == "stop" ]]; then
-  stop
-  echo "stopped"
-  exit 0
-fi
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# host and port of a URL such as postgres://user@host:5432/db
+host_port() { # url default-port
+  local rest=${1#*://}
+  rest=${rest#*@}
+  rest=${rest%%/*}
+  local host=${rest%%:*}
+  local port=${rest##*:}
+  [[ "$port" == "$rest" ]] && port=$2
+  echo "$host $port"
+}
+
+# PostgreSQL and RabbitMQ on this machine: started when installed but stopped; a one-line
+# hint when missing. Remote servers are only checked.
+need_services() {
+  read -r pg_host pg_port <<<"$(host_port "$DATABASE_URL" 5432)"
+  read -r mq_host mq_port <<<"$(host_port "${AMQP_URL%%,*}" 5672)"
+  if ! port_open "$pg_host" "$pg_port"; then
+    if [[ "$pg_host" =~ ^(127\.0\.0\.1|localhost)$ ]] && command -v pg_ctlcluster >/dev/null; then
+      echo "starting PostgreSQL..." >&2
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+      for _ in $(seq 1 60); do port_open "$pg_host" "$pg_port" && break; sleep 0.5; done
+    else
+      echo "PostgreSQL is not reachable at $pg_host:$pg_port; install it (Debian: apt-get install postgresql) or set DATABASE_URL" >&2
+      exit 1
+    fi
+  fi
+  if ! port_open "$mq_host" "$mq_port"; then
+    if [[ "$mq_host" =~ ^(127\.0\.0\.1|localhost)$ ]] && command -v rabbitmq-server >/dev/null; then
+      echo "starting RabbitMQ..." >&2
+      rabbitmq-server -detached
+      rabbitmqctl await_startup >/dev/null
+    else
+      echo "RabbitMQ is not reachable at $mq_host:$mq_port; install it (Debian: apt-get install rabbitmq-server) or set AMQP_URL" >&2
+      exit 1
+    fi
+  fi
+}
+
+case "${1:-}" in
+  stop)
+    stop
+    echo "stopped"
+    exit 0
+    ;;
+  reset)
+    stop
+    need_services
+    db=${DATABASE_URL##*/}
+    db=${db%%\?*}
+    psql "${DATABASE_URL%/*}/postgres" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+    vhost=${AMQP_URL%%,*}
+    vhost=${vhost##*/}
+    [[ -z "$vhost" || "$vhost" == "%2f" || "$vhost" == "%2F" ]] && vhost=/
+    if command -v rabbitmqctl >/dev/null; then
+      for q in mail.send mail.dead mail.retry.1s mail.retry.5s mail.retry.30s mail.retry.5m mail.retry.30m; do
+        rabbitmqctl -q -p "$vhost" delete_queue "$q" >/dev/null 2>&1 || true
+      done
+    fi
+    rm -rf "$VAR"
+    echo "reset: database $db dropped, queues deleted, $VAR/ removed"
+    exit 0
+    ;;
+  "") ;;
+  *)
+    echo "usage: scripts/quickstart.sh [stop|reset]" >&2
+    exit 2
+    ;;
+esac
+
+mkdir -p "$VAR/log" "$VAR/mail"
+need_services
 
 stop
 echo "building (first time: a few minutes)..." >&2
+if ! command -v cargo >/dev/null; then
+  echo "cargo is not installed: install the Rust toolchain (rustup, stable) first" >&2
+  exit 1
+fi
 cargo build --quiet --bins -p api -p worker
 
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/contact_email}
-export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export DATABASE_URL AMQP_URL
 export API_ADDR=${API_ADDR:-127.0.0.1:8080}
 export WORKER_ADDR=${WORKER_ADDR:-127.0.0.1:8081}
 export MAIL_DIR=${MAIL_DIR:-$VAR/mail}
@@ -77,5 +150,6 @@ Contact email service is running.
   mails:        ${SMTP_URL:-$MAIL_DIR/*.eml}
   admin token:  $VAR/token   (instance, organization and token: $VAR/bootstrap.json)
   code key:     $VAR/code_encryption_key (CODE_ENCRYPTION_KEY of api and worker)
-Stop with: scripts/quickstart.sh stop
+The commands api and worker:  export PATH="\$PWD/target/debug:\$PATH"
+Stop with: scripts/quickstart.sh stop   (clean slate: scripts/quickstart.sh reset)
 MSG

@@ -237,17 +237,31 @@ fn token_json(t: &TokenInfo) -> serde_json::Value {
 
 fn token_table(tokens: &[TokenInfo]) -> String {
     let dash = || "-".to_string();
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(dash, common::time::rfc3339_ms);
-    let mut rows = vec![[
-        "ID", "ORG", "SUBJECT", "PERMISSIONS", "CREATED", "EXPIRES", "REVOKED", "LAST USED",
-    ]
-    .map(String::from)];
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(dash, common::time::rfc3339_ms);
+    let mut rows = vec![
+        [
+            "ID",
+            "ORG",
+            "SUBJECT",
+            "PERMISSIONS",
+            "CREATED",
+            "EXPIRES",
+            "REVOKED",
+            "LAST USED",
+        ]
+        .map(String::from),
+    ];
     for t in tokens {
         rows.push([
             t.id.to_string(),
             t.org_id.map_or_else(dash, |o| o.to_string()),
             t.subject_user_id.map_or_else(dash, |u| u.to_string()),
-            if t.permissions.is_empty() { dash() } else { t.permissions.join(",") },
+            if t.permissions.is_empty() {
+                dash()
+            } else {
+                t.permissions.join(",")
+            },
             common::time::rfc3339_ms(t.created_at),
             time(t.expires_at),
             time(t.revoked_at),

@@ -214,7 +214,9 @@ pub fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Princ
         .first(conn)
         .optional()?;
     let Some(t) = row else { return Ok(None) };
-    if t.last_used_at.is_none_or(|at| now - at >= LAST_USED_RESOLUTION) {
+    if t.last_used_at
+        .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
+    {
         diesel::update(api_tokens::table.find(t.id))
             .set(api_tokens::last_used_at.eq(now))
             .execute(conn)?;
@@ -289,13 +291,25 @@ mod tests {
         assert!(admin.authorize(Access::Administer, 5, 10).is_ok());
         assert!(admin.authorize(Access::WriteSkippingProof, 5, 10).is_ok());
         let org_admin = principal(Some(10), None, true, true);
-        assert!(org_admin.authorize(Access::WriteProvingMailbox, 5, 10).is_ok());
-        assert!(org_admin.authorize(Access::WriteProvingMailbox, 5, 11).is_err());
+        assert!(
+            org_admin
+                .authorize(Access::WriteProvingMailbox, 5, 10)
+                .is_ok()
+        );
+        assert!(
+            org_admin
+                .authorize(Access::WriteProvingMailbox, 5, 11)
+                .is_err()
+        );
         assert!(org_admin.authorize_create(10).is_ok());
         assert!(org_admin.authorize_create(11).is_err());
         let reader = principal(None, None, true, false);
         assert!(reader.authorize(Access::Read, 5, 10).is_ok());
-        assert!(reader.authorize(Access::WriteProvingMailbox, 5, 10).is_err());
+        assert!(
+            reader
+                .authorize(Access::WriteProvingMailbox, 5, 10)
+                .is_err()
+        );
         assert!(reader.authorize_create(10).is_err());
     }
 
@@ -308,6 +322,10 @@ mod tests {
         assert!(me.authorize(Access::Administer, 5, 10).is_err());
         assert!(me.authorize(Access::WriteProvingMailbox, 6, 10).is_err());
         let me_admin = principal(None, Some(5), false, true);
-        assert!(me_admin.authorize(Access::WriteSkippingProof, 5, 10).is_ok());
+        assert!(
+            me_admin
+                .authorize(Access::WriteSkippingProof, 5, 10)
+                .is_ok()
+        );
     }
 }

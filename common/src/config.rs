@@ -109,9 +109,14 @@ impl KeyArgs {
     /// repeats a key.
     pub fn keys(&self) -> Result<CodeKeys, ConfigError> {
         let current = match (&self.code_encryption_key, self.dev_mode) {
-            (Some(k), _) if !k.trim().is_empty() => CodeKeys::master_from_base64(k).map_err(|m| {
-                ConfigError::new("CODE_ENCRYPTION_KEY", format!("{m} (32 random bytes); {MAKE_A_KEY}"))
-            })?,
+            (Some(k), _) if !k.trim().is_empty() => {
+                CodeKeys::master_from_base64(k).map_err(|m| {
+                    ConfigError::new(
+                        "CODE_ENCRYPTION_KEY",
+                        format!("{m} (32 random bytes); {MAKE_A_KEY}"),
+                    )
+                })?
+            }
             (_, true) => {
                 tracing::warn!(
                     "CODE_ENCRYPTION_KEY is not set: DEV_MODE uses the public development key; \
@@ -133,7 +138,10 @@ impl KeyArgs {
             .map(|k| CodeKeys::master_from_base64(k))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| {
-                ConfigError::new("CODE_ENCRYPTION_KEYS_PREVIOUS", format!("every key {m} (32 bytes)"))
+                ConfigError::new(
+                    "CODE_ENCRYPTION_KEYS_PREVIOUS",
+                    format!("every key {m} (32 bytes)"),
+                )
             })?;
         Ok(CodeKeys::with_previous(&current, &previous))
     }

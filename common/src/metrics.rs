@@ -171,8 +171,7 @@ impl Metrics {
             })
             .map_err(crate::error::Error::from)
         });
-        let Ok(Ok(((n, age), by_state))) =
-            tokio::time::timeout(Duration::from_secs(3), read).await
+        let Ok(Ok(((n, age), by_state))) = tokio::time::timeout(Duration::from_secs(3), read).await
         else {
             return;
         };

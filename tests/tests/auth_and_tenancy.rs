@@ -359,12 +359,18 @@ async fn self_service_token_only_touches_its_subject(f: Family) {
     fam.verify_otp(&me, &otp_id, &code).await.ok();
     fam.remove_otp(&me, &otp_id).await.ok();
     // isVerified and returnCode skip the proof: user.write needed even on oneself.
-    fam.set(&me, json!({"address": "claimed@example.com", "isVerified": true}))
-        .await
-        .err(403, 7, ids::PERMISSION_DENIED);
-    fam.set(&me, json!({"address": "claimed@example.com", "returnCode": {}}))
-        .await
-        .err(403, 7, ids::PERMISSION_DENIED);
+    fam.set(
+        &me,
+        json!({"address": "claimed@example.com", "isVerified": true}),
+    )
+    .await
+    .err(403, 7, ids::PERMISSION_DENIED);
+    fam.set(
+        &me,
+        json!({"address": "claimed@example.com", "returnCode": {}}),
+    )
+    .await
+    .err(403, 7, ids::PERMISSION_DENIED);
 
     let seq = w.seq(&other).await;
     all_denied(&fam, &other, &other_otp, "self-service token, other user").await;

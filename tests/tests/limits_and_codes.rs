@@ -175,7 +175,10 @@ async fn resend_cooldown_limits_mails_to_the_same_recipient(f: Family) {
     // The cooldown is per recipient, whoever asks: another user may not mail a1 either
     // (whatever the case of the address).
     let other = w.user().await;
-    assert_cooldown(fam.set(&other, json!({"address": "COOL1@Example.com"})).await);
+    assert_cooldown(
+        fam.set(&other, json!({"address": "COOL1@Example.com"}))
+            .await,
+    );
     w.assert_mails_stay(4).await;
 }
 

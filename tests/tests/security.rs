@@ -20,7 +20,10 @@ fn assert_limited(out: Out, max: u64) -> u64 {
         .header("retry-after")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("429 without a whole-seconds Retry-After: {out:?}"));
-    assert!((1..=max).contains(&seconds), "Retry-After {seconds} > {max}");
+    assert!(
+        (1..=max).contains(&seconds),
+        "Retry-After {seconds} > {max}"
+    );
     seconds
 }
 
@@ -48,7 +51,11 @@ async fn self_service_must_prove_the_mailbox(f: Family) {
             .await
             .err(403, 7, ids::PERMISSION_DENIED);
     }
-    assert_eq!(w.seq(&user).await, before, "a refused call changed the user");
+    assert_eq!(
+        w.seq(&user).await,
+        before,
+        "a refused call changed the user"
+    );
     assert_eq!(w.contact(&user).await, Value::Null);
     assert_eq!(w.get_user(&user).await["otpEmail"], json!([]));
 
@@ -85,7 +92,10 @@ async fn self_service_must_prove_the_mailbox(f: Family) {
         .await;
     w.fam(f)
         .with_api(admin_me)
-        .set(&user, json!({"address": "new@victim.example", "returnCode": {}}))
+        .set(
+            &user,
+            json!({"address": "new@victim.example", "returnCode": {}}),
+        )
         .await
         .ok()
         .expect_code();
@@ -171,11 +181,19 @@ async fn the_hourly_cap_counts_every_mail_to_the_recipient() {
     fam.add_otp(&b, json!({"address": victim})).await.ok();
     fam.set(&c, json!({"address": victim})).await.ok();
     let seconds = assert_limited(fam.set(&b, json!({"address": victim})).await, 3600);
-    assert!(seconds > 3500, "Retry-After {seconds}: the oldest mail is seconds old");
+    assert!(
+        seconds > 3500,
+        "Retry-After {seconds}: the oldest mail is seconds old"
+    );
     assert_limited(fam.resend(&a, json!({})).await, 3600);
     // Not limited: another recipient, and codes that are not mailed.
-    fam.set(&b, json!({"address": "other@example.org"})).await.ok();
-    fam.resend(&a, json!({"returnCode": {}})).await.ok().expect_code();
+    fam.set(&b, json!({"address": "other@example.org"}))
+        .await
+        .ok();
+    fam.resend(&a, json!({"returnCode": {}}))
+        .await
+        .ok()
+        .expect_code();
     w.env.sink.wait_for_to(victim, 3, MAIL_WAIT).await;
     w.env.sink.assert_count_stays(4, NO_MAIL_WAIT).await;
 }
@@ -262,7 +280,10 @@ async fn otp_email_authenticators_per_user_are_capped() {
     );
     let seq = w.seq(&user).await;
     w.fam(Family::A)
-        .add_otp(&user, json!({"address": "one-more@example.org", "returnCode": {}}))
+        .add_otp(
+            &user,
+            json!({"address": "one-more@example.org", "returnCode": {}}),
+        )
         .await
         .err_code(400, 9);
     assert_eq!(w.seq(&user).await, seq);
@@ -287,15 +308,21 @@ async fn url_templates_are_one_url_and_nothing_else(f: Family) {
     ] {
         let send = json!({"urlTemplate": template});
         let seq = w.seq(&user).await;
-        fam.set(&user, json!({"address": "t2@example.org", "sendCode": send}))
-            .await
-            .err(400, 3, ids::TEMPLATE_INVALID);
+        fam.set(
+            &user,
+            json!({"address": "t2@example.org", "sendCode": send}),
+        )
+        .await
+        .err(400, 3, ids::TEMPLATE_INVALID);
         fam.resend(&user, json!({"sendCode": send}))
             .await
             .err(400, 3, ids::TEMPLATE_INVALID);
-        fam.add_otp(&user, json!({"address": "t3@example.org", "sendCode": send}))
-            .await
-            .err(400, 3, ids::TEMPLATE_INVALID);
+        fam.add_otp(
+            &user,
+            json!({"address": "t3@example.org", "sendCode": send}),
+        )
+        .await
+        .err(400, 3, ids::TEMPLATE_INVALID);
         assert_eq!(w.seq(&user).await, seq, "{template:?} changed the user");
     }
     // Spaces inside the tags are fine, and the mail's link is exactly the rendered URL.
@@ -347,7 +374,8 @@ async fn no_key_no_start() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{bin} {key:?}: {stderr}");
             assert!(
-                stderr.contains("CODE_ENCRYPTION_KEY") && stderr.contains("openssl rand -base64 32"),
+                stderr.contains("CODE_ENCRYPTION_KEY")
+                    && stderr.contains("openssl rand -base64 32"),
                 "{bin} {key:?}: {stderr}"
             );
             if let Some(key) = key {
@@ -399,7 +427,9 @@ async fn token_subject_and_organization_are_checked_together() {
         .run_bootstrap(&["--domain", "localhost", "--org-name", "second"])
         .await
         .org_id;
-    let u1 = w.create_user_with(json!({"organization": {"orgId": o1}})).await;
+    let u1 = w
+        .create_user_with(json!({"organization": {"orgId": o1}}))
+        .await;
     for args in [
         vec!["--org", o2.as_str(), "--subject", u1.as_str()],
         vec!["--subject", "123456789012345678"],
@@ -409,7 +439,11 @@ async fn token_subject_and_organization_are_checked_together() {
         full.extend(args.iter().copied());
         let out = w.env.run_api(&full).await;
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
-        assert!(out.stdout.trim().is_empty(), "{args:?}: printed {}", out.stdout);
+        assert!(
+            out.stdout.trim().is_empty(),
+            "{args:?}: printed {}",
+            out.stdout
+        );
     }
     // Subject and organization that agree are fine.
     let me = w
@@ -429,7 +463,14 @@ async fn tokens_expire_and_can_be_revoked() {
 
     let short = w
         .env
-        .create_token(&["--instance", &instance, "--permission", "user.read", "--expires-in", "2s"])
+        .create_token(&[
+            "--instance",
+            &instance,
+            "--permission",
+            "user.read",
+            "--expires-in",
+            "2s",
+        ])
         .await;
     w.api.with_token(&short).get(&path).await.expect_status(200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -440,7 +481,11 @@ async fn tokens_expire_and_can_be_revoked() {
         .env
         .create_token(&["--instance", &instance, "--subject", &user])
         .await;
-    w.api.with_token(&doomed).get(&path).await.expect_status(200);
+    w.api
+        .with_token(&doomed)
+        .get(&path)
+        .await
+        .expect_status(200);
     let listed = w
         .env
         .run_api(&["token", "list", "--instance", &instance, "--json"])
@@ -467,14 +512,21 @@ async fn tokens_expire_and_can_be_revoked() {
     assert!(expiring["expiresAt"].is_string(), "{expiring}");
     let id = entry["id"].as_str().expect("an id").to_string();
 
-    w.env.run_api(&["token", "revoke", &id]).await.expect_success();
+    w.env
+        .run_api(&["token", "revoke", &id])
+        .await
+        .expect_success();
     let start = Instant::now();
     let api = w.api.with_token(&doomed);
     let path = &path;
-    eventually("the revoked token to be refused", Duration::from_secs(5), || {
-        let api = api.clone();
-        async move { (api.get(path).await.status == 401).then_some(()) }
-    })
+    eventually(
+        "the revoked token to be refused",
+        Duration::from_secs(5),
+        || {
+            let api = api.clone();
+            async move { (api.get(path).await.status == 401).then_some(()) }
+        },
+    )
     .await;
     assert!(start.elapsed() <= Duration::from_secs(5));
     let listed = w
@@ -489,11 +541,21 @@ async fn tokens_expire_and_can_be_revoked() {
             .is_some_and(|t| t["revokedAt"].is_string()),
         "{listed}"
     );
-    let table = w.env.run_api(&["token", "list", "--instance", &instance]).await;
+    let table = w
+        .env
+        .run_api(&["token", "list", "--instance", &instance])
+        .await;
     table.expect_success();
-    assert!(table.stdout.contains(&id) && table.stdout.contains("REVOKED"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(&id) && table.stdout.contains("REVOKED"),
+        "{}",
+        table.stdout
+    );
 
-    let unknown = w.env.run_api(&["token", "revoke", "123456789012345678"]).await;
+    let unknown = w
+        .env
+        .run_api(&["token", "revoke", "123456789012345678"])
+        .await;
     assert_eq!(unknown.code, Some(1), "{}", unknown.stderr);
     // The admin token still works.
     w.get_user(&user).await;

@@ -1,5 +1,6 @@
-//! The `worker` command line (SPEC 7): `run`, `jobs list`, `jobs show`, `replay`. Every
-//! option is also an environment variable of the same name.
+//! The `worker` command line (SPEC 7): `run`, `jobs list`, `jobs show`, `replay`, and
+//! `mail code` for the quick start. Every option is also an environment variable of the
+//! same name.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs, parse_duration};
-use common::mail_job::JobState;
+use common::mail_job::{JobState, Purpose};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +30,43 @@ pub enum Command {
     Jobs(JobsCommand),
     /// Put failed (and, with --refresh-code, expired) jobs back on the queue.
     Replay(Box<ReplayArgs>),
+    /// Mails written to MAIL_DIR (when no SMTP_URL is set).
+    #[command(subcommand)]
+    Mail(MailCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MailCommand {
+    /// Wait for the newest mail to an address and print its code.
+    Code(MailCodeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MailCodeArgs {
+    /// The recipient (any case).
+    #[arg(long)]
+    pub to: String,
+
+    /// Only mails of this purpose (`contact_email`, `otp_email`).
+    #[arg(long, value_parser = parse_purpose)]
+    pub purpose: Option<Purpose>,
+
+    /// How long to wait for the mail.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// Where the worker writes mails.
+    #[arg(long, env = "MAIL_DIR", default_value = "./var/mail")]
+    pub mail_dir: PathBuf,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+fn parse_purpose(raw: &str) -> Result<Purpose, String> {
+    raw.parse()
 }
 
 #[derive(Args, Debug, Clone)]
@@ -182,7 +220,12 @@ pub struct ShowArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "failed"])))]
+#[command(
+    group(clap::ArgGroup::new("which").required(true).args(["ids", "failed"])),
+    // Written out: clap's own usage line would list every option set in the environment
+    // (DATABASE_URL, ...) as if it were required.
+    override_usage = "worker replay (--id <ID>... | --failed [--since <T>] [--until <T>]) [--refresh-code] [--dry-run] [OPTIONS]"
+)]
 pub struct ReplayArgs {
     /// Jobs to replay (repeatable).
     #[arg(long = "id", num_args = 1..)]

@@ -297,8 +297,8 @@ mod tests {
         )
         .unwrap();
         for templates in [None, Some(dir.as_path())] {
-            let renderer = MailRenderer::new("Contact Email <no-reply@example.com>", templates)
-                .unwrap();
+            let renderer =
+                MailRenderer::new("Contact Email <no-reply@example.com>", templates).unwrap();
             for purpose in [Purpose::ContactEmail, Purpose::OtpEmail] {
                 let mail = MailInput {
                     purpose,
@@ -316,7 +316,10 @@ mod tests {
                 assert!(text.split("\r\n").all(|l| l.len() <= 998));
                 // Encoded line breaks would decode to bare LFs.
                 assert!(!text.contains("=0A") && !text.contains("=0D"), "{text}");
-                assert!(text.contains("\r\nAuto-Submitted: auto-generated\r\n"), "{text}");
+                assert!(
+                    text.contains("\r\nAuto-Submitted: auto-generated\r\n"),
+                    "{text}"
+                );
                 assert!(text.contains("\r\nDate: "), "{text}");
             }
         }

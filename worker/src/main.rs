@@ -5,6 +5,7 @@ mod consumer;
 mod deliver;
 mod health;
 mod mail;
+mod mailbox;
 mod ops;
 mod retry;
 mod run;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, JobsCommand};
+use cli::{Cli, Command, JobsCommand, MailCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::List(a)) => &a.log,
         Command::Jobs(JobsCommand::Show(a)) => &a.log,
         Command::Replay(a) => &a.log,
+        Command::Mail(MailCommand::Code(a)) => &a.log,
     };
     let log_format = log.format();
     let checked = match &cli.command {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Jobs(JobsCommand::List(a)) => a.database.validate(),
         Command::Jobs(JobsCommand::Show(a)) => a.database.validate(),
         Command::Replay(a) => a.database.validate().and_then(|_| a.amqp.validate()),
+        Command::Mail(MailCommand::Code(a)) => a.database.validate(),
     };
     if let Err(e) = checked {
         eprintln!("{e}");
@@ -80,6 +83,13 @@ fn main() -> ExitCode {
                 }
             }
             Command::Replay(args) => ops::replay(*args).await,
+            Command::Mail(MailCommand::Code(args)) => {
+                let code = tokio::task::spawn_blocking(move || mailbox::code(&args))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                println!("{code}");
+                Ok(())
+            }
         }
     });
     match result {

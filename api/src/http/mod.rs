@@ -46,8 +46,22 @@ pub fn app(state: AppState, grpc: Router, cors: cors::Cors) -> Router {
         .with_state(state.clone())
         .merge(grpc)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(cors, cors::middleware))
         .layer(axum::middleware::from_fn_with_state(state, request_context))
+}
+
+/// A known path with a method it does not serve: 405 with the error body every answer has
+/// (code 12, UNIMPLEMENTED, as ZITADEL's gateway answers).
+async fn method_not_allowed() -> Response {
+    error::rejection_response(&Rejection {
+        http_status: Some(405),
+        ..Rejection::new(
+            Code::Unimplemented,
+            "API-M405x",
+            "Method not allowed on this route",
+        )
+    })
 }
 
 async fn not_found() -> Response {

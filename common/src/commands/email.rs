@@ -238,66 +238,72 @@ impl Commands {
             EmailTarget::ContactEmail => Call::VerifyContactEmail,
             EmailTarget::OtpEmail(_) => Call::Other,
         };
-        let checked = on_user(conn, who, call, Access::WriteProvingMailbox, |conn, user, now| {
-            let Some(row) = target_row(conn, user, target)? else {
-                return Ok(Checked::Unchanged(user.last_details()));
-            };
-            let Some(hash) = row.code_hash.as_deref().filter(|_| row.has_pending_code()) else {
-                return Ok(Checked::Unchanged(user.last_details()));
-            };
-            if row.code_failures >= self.policy.verify_max_attempts as i32 {
-                return Err(Rejection::new(
-                    Code::FailedPrecondition,
-                    ids::CODE_TOO_MANY_ATTEMPTS,
-                    "Too many attempts, request a new code",
-                )
-                .into());
-            }
-            if row.code_expires_at.is_none_or(|t| t <= now) {
-                return Err(Rejection::new(
-                    Code::FailedPrecondition,
-                    ids::CODE_EXPIRED,
-                    "Code is expired",
-                )
-                .into());
-            }
-            let prefix = event_prefix(target);
-            if self.keys.verify(row.id, code.as_str(), hash) {
-                diesel::update(user_emails::table.find(row.id))
-                    .set((
-                        user_emails::verified.eq(true),
-                        user_emails::code_hash.eq(None::<Vec<u8>>),
-                        user_emails::code_expires_at.eq(None::<DateTime<Utc>>),
-                        user_emails::code_failures.eq(0),
-                        user_emails::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                mail_job::supersede_unsent(conn, row.id, None, now)?;
-                let details = append_event(
-                    conn,
-                    user,
-                    &format!("{prefix}.verified"),
-                    target_payload(target, &row),
-                    now,
-                )?;
-                Ok(Checked::Verified(details))
-            } else {
-                diesel::update(user_emails::table.find(row.id))
-                    .set((
-                        user_emails::code_failures.eq(row.code_failures + 1),
-                        user_emails::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                append_event(
-                    conn,
-                    user,
-                    &format!("{prefix}.verification.failed"),
-                    target_payload(target, &row),
-                    now,
-                )?;
-                Ok(Checked::WrongCode)
-            }
-        })?;
+        let checked = on_user(
+            conn,
+            who,
+            call,
+            Access::WriteProvingMailbox,
+            |conn, user, now| {
+                let Some(row) = target_row(conn, user, target)? else {
+                    return Ok(Checked::Unchanged(user.last_details()));
+                };
+                let Some(hash) = row.code_hash.as_deref().filter(|_| row.has_pending_code()) else {
+                    return Ok(Checked::Unchanged(user.last_details()));
+                };
+                if row.code_failures >= self.policy.verify_max_attempts as i32 {
+                    return Err(Rejection::new(
+                        Code::FailedPrecondition,
+                        ids::CODE_TOO_MANY_ATTEMPTS,
+                        "Too many attempts, request a new code",
+                    )
+                    .into());
+                }
+                if row.code_expires_at.is_none_or(|t| t <= now) {
+                    return Err(Rejection::new(
+                        Code::FailedPrecondition,
+                        ids::CODE_EXPIRED,
+                        "Code is expired",
+                    )
+                    .into());
+                }
+                let prefix = event_prefix(target);
+                if self.keys.verify(row.id, code.as_str(), hash) {
+                    diesel::update(user_emails::table.find(row.id))
+                        .set((
+                            user_emails::verified.eq(true),
+                            user_emails::code_hash.eq(None::<Vec<u8>>),
+                            user_emails::code_expires_at.eq(None::<DateTime<Utc>>),
+                            user_emails::code_failures.eq(0),
+                            user_emails::updated_at.eq(now),
+                        ))
+                        .execute(conn)?;
+                    mail_job::supersede_unsent(conn, row.id, None, now)?;
+                    let details = append_event(
+                        conn,
+                        user,
+                        &format!("{prefix}.verified"),
+                        target_payload(target, &row),
+                        now,
+                    )?;
+                    Ok(Checked::Verified(details))
+                } else {
+                    diesel::update(user_emails::table.find(row.id))
+                        .set((
+                            user_emails::code_failures.eq(row.code_failures + 1),
+                            user_emails::updated_at.eq(now),
+                        ))
+                        .execute(conn)?;
+                    append_event(
+                        conn,
+                        user,
+                        &format!("{prefix}.verification.failed"),
+                        target_payload(target, &row),
+                        now,
+                    )?;
+                    Ok(Checked::WrongCode)
+                }
+            },
+        )?;
         match checked {
             Checked::Verified(d) | Checked::Unchanged(d) => Ok(d),
             Checked::WrongCode => {

@@ -66,11 +66,11 @@ impl UrlTemplate {
         check_raw_text(&template.elements)
             .and_then(|()| check_elements(&template.elements))
             .map_err(|why| {
-            Rejection::invalid(
-                ids::TEMPLATE_INVALID,
-                format!("{field} is not allowed: {why}"),
-            )
-        })?;
+                Rejection::invalid(
+                    ids::TEMPLATE_INVALID,
+                    format!("{field} is not allowed: {why}"),
+                )
+            })?;
         let parsed = UrlTemplate(source);
         let sample = parsed
             .render(LinkValues {
