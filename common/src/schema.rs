@@ -94,7 +94,7 @@ diesel::table! {
         code_expires_at -> Timestamptz,
         state -> Text,
         attempts -> Int4,
-        attempts_before_replay -> Int4,
+        failed_deliveries -> Int4,
         last_error -> Nullable<Text>,
         next_attempt_at -> Nullable<Timestamptz>,
         lease_until -> Nullable<Timestamptz>,

@@ -31,6 +31,9 @@ pub enum SinkMode {
     TempFailRcpt,
     /// Answer 550 to every RCPT TO: a permanent failure that fails the job at once.
     PermFail,
+    /// Answer 530 (authentication required) to MAIL FROM: the sender's configuration is
+    /// wrong, not the mail.
+    AuthRequired,
 }
 
 /// One mail accepted by the sink.
@@ -55,6 +58,8 @@ struct State {
     data_delay: Mutex<Duration>,
     messages: Mutex<Vec<ReceivedMail>>,
     rejected: Mutex<usize>,
+    /// The names clients gave in EHLO / HELO, in order.
+    helo_names: Mutex<Vec<String>>,
     /// Bumped on every accepted mail, so waiters sleep until something changes instead of
     /// polling; they read `messages` itself to decide.
     count_tx: watch::Sender<usize>,
@@ -96,6 +101,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SmtpSink {
+    /// The names clients gave in EHLO / HELO so far.
+    pub fn helo_names(&self) -> Vec<String> {
+        lock(&self.state.helo_names).clone()
+    }
+
     /// Binds `127.0.0.1:0` and starts serving. Must be called inside a tokio runtime.
     pub async fn spawn() -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -108,6 +118,7 @@ impl SmtpSink {
         let (count_tx, _) = watch::channel(0);
         let state = Arc::new(State {
             mode: Mutex::new(SinkMode::Accept),
+            helo_names: Mutex::new(Vec::new()),
             data_delay: Mutex::new(Duration::ZERO),
             messages: Mutex::new(Vec::new()),
             rejected: Mutex::new(0),
@@ -384,11 +395,17 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let reply: &[u8] = match verb.to_ascii_uppercase().as_str() {
             "EHLO" => {
                 tx = Transaction::default();
+                lock(&state.helo_names).push(arg.trim().to_string());
                 b"250-smtp-sink.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
             }
             "HELO" => {
                 tx = Transaction::default();
+                lock(&state.helo_names).push(arg.trim().to_string());
                 b"250 smtp-sink.test\r\n"
+            }
+            "MAIL" if *lock(&state.mode) == SinkMode::AuthRequired => {
+                *lock(&state.rejected) += 1;
+                b"530 5.7.0 Authentication required (sink in AuthRequired mode)\r\n"
             }
             "MAIL" => match path_arg(arg, "FROM:") {
                 Some(from) => {
@@ -412,7 +429,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                         *lock(&state.rejected) += 1;
                         b"451 4.3.0 try again later (sink in TempFailRcpt mode)\r\n"
                     }
-                    SinkMode::Accept | SinkMode::TempFail => {
+                    SinkMode::Accept | SinkMode::TempFail | SinkMode::AuthRequired => {
                         tx.recipients.push(to);
                         b"250 2.1.5 OK\r\n"
                     }

@@ -76,6 +76,14 @@ pub struct DeliveryArgs {
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
+    /// PEM bundle of extra CAs trusted for the relay's certificate (besides the system's).
+    #[arg(long, env = "SMTP_TLS_CA_FILE")]
+    pub smtp_tls_ca_file: Option<PathBuf>,
+
+    /// Name sent in EHLO; default: the host's fully qualified name, else MAIL_FROM's domain.
+    #[arg(long, env = "SMTP_HELO_NAME")]
+    pub smtp_helo_name: Option<String>,
+
     /// Where mails go when SMTP_URL is not set.
     #[arg(long, env = "MAIL_DIR", default_value = "./var/mail")]
     pub mail_dir: PathBuf,

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
 use crate::store::{self, JobRow};
-use crate::transport::{MailTransport, SendFailure};
+use crate::transport::{MailTransport, SendFailure, SmtpHealth};
 
 /// How long a claim protects a job from other workers (longer than any one delivery).
 pub const LEASE: Duration = Duration::from_secs(300);
@@ -34,6 +34,8 @@ pub struct Deliverer {
     pub retry: RetryPolicy,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
+    /// What `/readyz` reports about the relay.
+    pub smtp_health: Arc<SmtpHealth>,
 }
 
 /// What became of a message.
@@ -158,10 +160,12 @@ impl Deliverer {
         })
     }
 
-    /// Tries the mail a few times in quick succession, recording each attempt.
+    /// One delivery: the mail tried a few times in quick succession, each attempt recorded.
+    /// A delivery that ends without the mail counts once against `MAIL_MAX_ATTEMPTS`,
+    /// however many quick tries it made; a fault of the worker's own configuration never
+    /// counts and never fails the job.
     async fn send(&self, job: &JobRow, message: &lettre::Message) -> Result<Outcome, Error> {
         let mut quick = self.retry.quick();
-        let mut in_budget = job.attempts_in_budget();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -169,10 +173,12 @@ impl Deliverer {
             let started = Instant::now();
             let result = self.transport.send(job.id, message).await;
             let elapsed = started.elapsed();
+            self.smtp_health.record(&result);
             let (outcome, reply) = match &result {
                 Ok(reply) => ("sent", reply.as_str()),
                 Err(SendFailure::Transient(r)) => ("transient", r.as_str()),
                 Err(SendFailure::Permanent(r)) => ("permanent", r.as_str()),
+                Err(SendFailure::Configuration(r)) => ("configuration", r.as_str()),
             };
             let id = job.id;
             let reply_owned = reply.to_owned();
@@ -187,7 +193,6 @@ impl Deliverer {
                 )?)
             })
             .await?;
-            in_budget += 1;
             self.count(outcome);
             if result.is_err() && !now.held {
                 // Superseded or cancelled while this attempt ran: its code is void.
@@ -206,40 +211,44 @@ impl Deliverer {
                     return Ok(Outcome::Sent);
                 }
                 Err(SendFailure::Permanent(reply)) => return self.fail(job, &reply).await,
-                Err(SendFailure::Transient(reply)) => {
-                    if in_budget >= self.retry.max_attempts {
-                        return self
-                            .fail(
-                                job,
-                                &format!("{reply} (gave up after {in_budget} attempts)"),
-                            )
-                            .await;
-                    }
-                    match quick.next_wait() {
-                        Some(wait) if tries < QUICK_TRIES => tokio::time::sleep(wait).await,
-                        _ => return self.schedule_retry(job, in_budget, &reply).await,
-                    }
+                Err(SendFailure::Configuration(reply)) => {
+                    tracing::warn!(reason = %reply, "SMTP configuration fault; the job waits");
+                    // Waits grow with the attempts made, but the budget is left alone.
+                    let level = (job.attempts as u32 + tries).div_ceil(QUICK_TRIES);
+                    return self.schedule_retry(job, level, &reply, false).await;
                 }
+                Err(SendFailure::Transient(reply)) => match quick.next_wait() {
+                    Some(wait) if tries < QUICK_TRIES => tokio::time::sleep(wait).await,
+                    _ => {
+                        let failed = job.failed_deliveries.max(0) as u32 + 1;
+                        if failed >= self.retry.max_attempts {
+                            let why = format!("{reply} (gave up after {failed} deliveries)");
+                            return self.fail(job, &why).await;
+                        }
+                        return self.schedule_retry(job, failed, &reply, true).await;
+                    }
+                },
             }
         }
     }
 
-    /// After a delivery's quick tries failed: `retrying`, and the message waits in the tier
-    /// that matches the backoff.
+    /// After a delivery failed: `retrying`, and the message waits in the tier that matches
+    /// the backoff after `failed` deliveries. `count` says whether it counts against the
+    /// budget.
     async fn schedule_retry(
         &self,
         job: &JobRow,
-        attempts: u32,
+        failed: u32,
         reply: &str,
+        count: bool,
     ) -> Result<Outcome, Error> {
-        let deliveries = attempts.div_ceil(QUICK_TRIES).max(1);
-        let delay = self.retry.delay_after(deliveries);
+        let delay = self.retry.delay_after(failed);
         let next =
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
         let id = job.id;
         let reply = reply.to_owned();
         let held = db::run(&self.pool, move |c| {
-            Ok(store::mark_retrying(c, id, next, &reply)?)
+            Ok(store::mark_retrying(c, id, next, &reply, count)?)
         })
         .await?;
         if held == 0 {

@@ -1,5 +1,5 @@
 //! The worker's HTTP endpoints on WORKER_ADDR: `/healthz` (alive), `/readyz` (consuming,
-//! and PostgreSQL reachable) and `/metrics`.
+//! PostgreSQL reachable, and no SMTP configuration fault) and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ pub struct HealthState {
     pub pool: PgPool,
     pub consuming: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    pub smtp: Arc<crate::transport::SmtpHealth>,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -44,11 +45,16 @@ async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
 async fn readyz(State(state): State<HealthState>) -> (StatusCode, Json<Value>) {
     let database = common::db::ping(&state.pool, Duration::from_secs(2)).await;
     let consuming = state.consuming.load(Ordering::Relaxed);
-    let body = json!({
+    let smtp_fault = state.smtp.failing();
+    let mut body = json!({
         "database": if database { "ok" } else { "unavailable" },
         "broker": if consuming { "consuming" } else { "not consuming" },
+        "smtp": if smtp_fault.is_some() { "failing" } else { "ok" },
     });
-    let status = if database && consuming {
+    if let Some(reason) = &smtp_fault {
+        body["reason"] = json!(reason);
+    }
+    let status = if database && consuming && smtp_fault.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -107,6 +107,11 @@ impl MailRenderer {
         Ok(renderer)
     }
 
+    /// The domain of `MAIL_FROM` (also the `Message-ID` domain).
+    pub fn from_domain(&self) -> &str {
+        &self.message_id_domain
+    }
+
     /// Renders every template once with sample values, so a template using an unknown
     /// variable stops the worker at start rather than failing mails.
     fn check(&self) -> Result<(), String> {

@@ -296,7 +296,7 @@ fn requeue(
                 mail_jobs::state.eq(JobState::Queued.as_str()),
                 mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
                 mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
-                mail_jobs::attempts_before_replay.eq(mail_jobs::attempts),
+                mail_jobs::failed_deliveries.eq(0),
                 mail_jobs::updated_at.eq(Utc::now()),
             ))
             .execute(conn)?;

@@ -36,20 +36,24 @@ impl RetryPolicy {
     }
 
     /// The wait before the next delivery after `failed_deliveries` (1, 2, ...) deliveries
-    /// failed: exponential from `initial`, capped at `max`, with ±30 % jitter.
+    /// failed: exponential from `initial`, capped at `max`, with up to +30 % jitter. The
+    /// jitter only lengthens: a wait is never cut short below the schedule (a greylisting
+    /// relay counts on the sender waiting).
     pub fn delay_after(&self, failed_deliveries: u32) -> Duration {
         let mut schedule = ExponentialBackoffBuilder::new()
             .with_initial_interval(self.initial)
             .with_multiplier(2.0)
-            .with_randomization_factor(0.3)
+            .with_randomization_factor(0.0)
             .with_max_interval(self.max)
             .with_max_elapsed_time(None)
             .build();
-        let mut delay = self.initial;
+        let mut base = self.initial;
         for _ in 0..failed_deliveries.clamp(1, 64) {
-            delay = schedule.next_backoff().unwrap_or(self.max);
+            base = schedule.next_backoff().unwrap_or(self.max);
         }
-        delay.min(self.max)
+        let base = base.min(self.max);
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.3);
+        (base + jitter).min(self.max).max(base)
     }
 }
 
@@ -92,18 +96,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_grow_exponentially_with_jitter_and_stop_at_the_max() {
+    fn delays_grow_exponentially_are_never_cut_short_and_stop_at_the_max() {
         let p = RetryPolicy {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(60),
             max_attempts: 10,
         };
-        let first = p.delay_after(1);
-        assert!((3500..=6500).contains(&first.as_millis()), "{first:?}");
-        let third = p.delay_after(3);
-        assert!((14_000..=26_000).contains(&third.as_millis()), "{third:?}");
-        assert!(p.delay_after(20) <= Duration::from_secs(60));
-        assert!(p.delay_after(20) >= Duration::from_secs(40));
+        for _ in 0..200 {
+            let first = p.delay_after(1);
+            assert!((5000..=6500).contains(&first.as_millis()), "{first:?}");
+            let third = p.delay_after(3);
+            assert!((20_000..=26_000).contains(&third.as_millis()), "{third:?}");
+            assert_eq!(p.delay_after(20), Duration::from_secs(60));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::health::{self, HealthState};
 use crate::mail::MailRenderer;
 use crate::retry::RetryPolicy;
 use crate::store;
-use crate::transport::MailTransport;
+use crate::transport::{MailTransport, SmtpHealth, SmtpSettings, default_helo_name};
 
 /// How often stranded jobs are looked for, and how quiet a job must have been.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,12 +38,21 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         args.delivery.mail_templates_dir.as_deref(),
     )
     .map_err(|e| format!("configuration error: MAIL_FROM/MAIL_TEMPLATES_DIR: {e}"))?;
+    let helo_name = match &args.delivery.smtp_helo_name {
+        Some(name) => name.clone(),
+        None => default_helo_name(renderer.from_domain()),
+    };
     let transport = MailTransport::new(
-        args.delivery.smtp_url.as_deref(),
+        args.delivery.smtp_url.as_deref().map(|url| SmtpSettings {
+            url,
+            ca_file: args.delivery.smtp_tls_ca_file.as_deref(),
+            helo_name: &helo_name,
+            pool_size: u32::from(args.worker_concurrency),
+        }),
         args.delivery.mail_dir.clone(),
-        u32::from(args.worker_concurrency),
     )
-    .map_err(|e| format!("configuration error: SMTP_URL/MAIL_DIR: {e}"))?;
+    .map_err(|e| format!("configuration error: {e}"))?;
+    let smtp_health = Arc::new(SmtpHealth::default());
     tracing::info!(transport = %transport.describe(), "mail transport ready");
 
     let url = args.database.database_url.clone();
@@ -75,6 +84,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         },
         publisher: publisher.clone(),
         metrics: metrics.clone(),
+        smtp_health: smtp_health.clone(),
     });
     let consuming = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -86,6 +96,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         pool: pool.clone(),
         consuming: consuming.clone(),
         metrics: metrics.clone(),
+        smtp: smtp_health,
     });
     let mut health_shutdown = shutdown_rx.clone();
     let health = tokio::spawn(async move {

@@ -23,17 +23,12 @@ pub struct JobRow {
     pub code_expires_at: DateTime<Utc>,
     pub state: String,
     pub attempts: i32,
-    pub attempts_before_replay: i32,
+    /// Deliveries that ended without the mail since the job was made or last replayed
+    /// (what MAIL_MAX_ATTEMPTS limits).
+    pub failed_deliveries: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub trace_context: Option<String>,
-}
-
-impl JobRow {
-    /// Attempts since the job was created or last replayed (what MAIL_MAX_ATTEMPTS limits).
-    pub fn attempts_in_budget(&self) -> u32 {
-        (self.attempts - self.attempts_before_replay).max(0) as u32
-    }
 }
 
 pub fn load(conn: &mut PgConnection, id: i64) -> QueryResult<Option<JobRow>> {
@@ -180,15 +175,24 @@ pub fn mark_retrying(
     id: i64,
     next_attempt_at: DateTime<Utc>,
     last_error: &str,
+    count_delivery: bool,
 ) -> QueryResult<usize> {
-    finish(
-        conn,
-        id,
-        JobState::Retrying,
-        Some(last_error),
-        Some(next_attempt_at),
-        false,
-    )
+    conn.transaction(|conn| {
+        let moved = finish(
+            conn,
+            id,
+            JobState::Retrying,
+            Some(last_error),
+            Some(next_attempt_at),
+            false,
+        )?;
+        if moved > 0 && count_delivery {
+            diesel::update(mail_jobs::table.find(id))
+                .set(mail_jobs::failed_deliveries.eq(mail_jobs::failed_deliveries + 1))
+                .execute(conn)?;
+        }
+        Ok(moved)
+    })
 }
 
 /// Failed: the code is kept (encrypted) so that a replay can still send it while valid.
