@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use prost::Message;
 use reqwest::header::HeaderMap;
 use serde_json::json;
-use tests::{TestEnv, eventually};
+use tests::{Role, TestEnv, eventually};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -694,10 +694,11 @@ async fn check(client: &mut HealthClient<Channel>, service: &str) -> Result<i32,
 /// `grpc.health.v1.Health` answers without a token, over gRPC and gRPC-Web, for the server
 /// (`""`) and the users service: SERVING while PostgreSQL answers, NOT_SERVING when the
 /// database is cut off (as `/readyz`, and a `Watch` stream sees the change), SERVING again
-/// once it is back. An unknown service is NOT_FOUND.
+/// once it is back, NOT_SERVING from the shutdown on (open `Watch` streams then end, so they
+/// do not hold the shutdown). An unknown service is NOT_FOUND.
 #[tokio::test]
 async fn health_follows_readiness_without_a_token() {
-    let env = TestEnv::builder()
+    let mut env = TestEnv::builder()
         .without_worker()
         .database_via_proxy()
         .start()
@@ -740,6 +741,12 @@ async fn health_follows_readiness_without_a_token() {
         .into_inner();
     let first = watch.message().await.unwrap().expect("a first status");
     assert_eq!(first.status, serving);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .is_err(),
+        "a watcher hears nothing while nothing changes"
+    );
 
     let proxy = env.database_proxy().clone();
     proxy.stop().await;
@@ -775,4 +782,31 @@ async fn health_follows_readiness_without_a_token() {
     )
     .await;
     assert_eq!(check(&mut client, SERVICE).await, Ok(serving));
+
+    // The shutdown says NOT_SERVING to watchers and ends their streams, so an open Watch
+    // does not hold the drain of requests in flight.
+    let mut watch = client
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, serving);
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(m)) = watch.message().await {
+            seen.push(m.status);
+        }
+        seen
+    });
+    let exit = env.terminate(Role::Api).await;
+    assert!(exit.success(), "api exit: {exit}");
+    let seen = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the watch stream ends with the server")
+        .unwrap();
+    assert_eq!(
+        seen,
+        [not_serving],
+        "what the watcher saw during the shutdown"
+    );
 }

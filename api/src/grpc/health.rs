@@ -1,9 +1,10 @@
 //! `grpc.health.v1.Health` (SPEC 4), served by tonic-health without a token. It follows
 //! `/readyz`: SERVING while PostgreSQL answers, NOT_SERVING otherwise (a broker outage does
 //! not count, mail waits in the outbox), for the whole server (`""`) and for `ZITADELUsers`.
-//! A probe task keeps the statuses current, so `Watch` streams see every change; from the
-//! shutdown signal on, everything is NOT_SERVING.
+//! A probe task keeps the statuses current, so `Watch` streams see every change; at the
+//! shutdown signal, everything turns NOT_SERVING and the `Watch` streams end.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::db::PgPool;
@@ -27,6 +28,9 @@ const SERVICES: [&str; 2] = ["", <ZitadelUsersServer<Users> as NamedService>::NA
 #[derive(Clone, Debug)]
 pub struct Readiness {
     reporter: HealthReporter,
+    /// The status last reported: `Watch` streams get a message per report, so only a
+    /// change is reported.
+    current: Arc<Mutex<Option<ServingStatus>>>,
 }
 
 impl Readiness {
@@ -34,6 +38,7 @@ impl Readiness {
     pub async fn new() -> Readiness {
         let readiness = Readiness {
             reporter: HealthReporter::new(),
+            current: Arc::default(),
         };
         readiness.set(ServingStatus::NotServing).await;
         readiness
@@ -56,8 +61,9 @@ impl Readiness {
     }
 
     /// Probes every [`PROBE_INTERVAL`] until `stopping` completes, then reports NOT_SERVING
-    /// for good (a draining server takes no new work).
-    pub async fn follow(self, pool: PgPool, stopping: impl Future<Output = ()>) {
+    /// (a draining server takes no new work) and ends every `Watch` stream: an open stream
+    /// is a request in flight, and the graceful shutdown would wait for it forever.
+    pub async fn follow(mut self, pool: PgPool, stopping: impl Future<Output = ()>) {
         tokio::pin!(stopping);
         loop {
             tokio::select! {
@@ -66,9 +72,21 @@ impl Readiness {
             }
         }
         self.set(ServingStatus::NotServing).await;
+        // Dropping a status's sender ends its watchers' streams once they have seen the
+        // last status.
+        for service in SERVICES {
+            self.reporter.clear_service_status(service).await;
+        }
     }
 
     async fn set(&self, status: ServingStatus) {
+        {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == Some(status) {
+                return;
+            }
+            *current = Some(status);
+        }
         for service in SERVICES {
             self.reporter.set_service_status(service, status).await;
         }
