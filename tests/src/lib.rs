@@ -9,6 +9,7 @@
 pub mod client;
 pub mod env;
 pub mod mail;
+pub mod postfix;
 pub mod proxy;
 pub mod scenario;
 pub mod smtp_sink;
