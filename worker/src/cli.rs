@@ -187,8 +187,8 @@ pub struct ListArgs {
     pub status: Option<JobState>,
 
     /// Only jobs of this user.
-    #[arg(long)]
-    pub user: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(i64))]
+    pub user: Option<i64>,
 
     /// Only jobs created at or after this time.
     #[arg(long, value_parser = parse_time)]

@@ -77,12 +77,8 @@ pub fn list(args: &ListArgs) -> Result<String, String> {
     if let Some(state) = args.status {
         query = query.filter(mail_jobs::state.eq(state.as_str()));
     }
-    if let Some(user) = &args.user {
-        let id: i64 = user
-            .trim()
-            .parse()
-            .map_err(|_| format!("--user {user:?} is not an id"))?;
-        query = query.filter(mail_jobs::user_id.eq(id));
+    if let Some(user) = args.user {
+        query = query.filter(mail_jobs::user_id.eq(user));
     }
     if let Some(since) = args.since {
         query = query.filter(mail_jobs::created_at.ge(since.0));
