@@ -935,6 +935,210 @@ impl Results {
 mod tests {
     use super::*;
 
+    fn latency(base_ms: u64, count: usize) -> Latency {
+        let d = Duration::from_micros;
+        Latency {
+            count,
+            mean: d(base_ms * 1100),
+            p50: d(base_ms * 1000),
+            p90: d(base_ms * 1700 + 3),
+            p99: d(base_ms * 2900 + 7),
+            max: d(base_ms * 5100 + 11),
+        }
+    }
+
+    fn cpu(scale: f64) -> CpuSnapshot {
+        CpuSnapshot {
+            api: 5.5 * scale,
+            worker: 3.25 * scale,
+            bench: 2.125 * scale,
+            postgres: 12.75 * scale,
+            rabbitmq: 1.5 * scale,
+            machine_busy: 28.0 * scale,
+            machine_total: 40.0 * scale,
+        }
+    }
+
+    fn counters(base: f64) -> DbCounters {
+        let mut values = [0.0; DbCounters::NAMES.len()];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = base * (i as f64 + 1.5);
+        }
+        DbCounters { values }
+    }
+
+    fn load(ok: u64, window_secs: u64, errors: &[(&str, u64)]) -> LoadResult {
+        LoadResult {
+            warmup: Duration::from_secs(5),
+            window: Duration::from_secs(window_secs),
+            ok,
+            errors: errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            errors_outside: 3,
+            total_sent: ok + 1234,
+            latency: latency(21, ok as usize),
+        }
+    }
+
+    fn pgbench(clients: usize, tps: f64) -> PgbenchResult {
+        PgbenchResult {
+            clients,
+            threads: 2,
+            duration: Duration::from_secs(20),
+            tps,
+            transactions: (tps * 20.0) as u64,
+            failed: 1,
+            latency: latency(9, (tps * 20.0) as usize),
+            output: "pgbench (15.4)\ntps = 1234.5 (without initial connection time)\n".into(),
+        }
+    }
+
+    fn rate(count: usize, from_start_ms: u64, first_to_last_ms: u64) -> MailRate {
+        MailRate {
+            count,
+            from_start: Duration::from_millis(from_start_ms),
+            first_to_last: Duration::from_millis(first_to_last_ms),
+        }
+    }
+
+    fn memory(peak_kib: u64) -> Memory {
+        Memory {
+            peak_kib,
+            current_kib: peak_kib / 2,
+        }
+    }
+
+    /// Results with every field set to a distinct value, the outage phase included.
+    fn fixture() -> Results {
+        Results {
+            machine: Machine {
+                date: "2026-11-22 04:27".into(),
+                hostname: "bench-host".into(),
+                cpu_model: "Test CPU @ 2.0GHz".into(),
+                nproc: 2,
+                mem_total_kib: 8_000_000,
+                kernel: "6.1.0".into(),
+                rustc: "rustc 1.90.0".into(),
+                profile: "release".into(),
+                bin_dir: "target/release".into(),
+                git: "abc1234".into(),
+                postgres: "PostgreSQL 15.4".into(),
+                rabbitmq: "3.12.1".into(),
+                pgbench: "pgbench (PostgreSQL) 15.4".into(),
+                load_before: "0.50 0.40 0.30".into(),
+                load_after: "5.00 4.00 3.00".into(),
+            },
+            settings: Settings {
+                connections: 64,
+                warmup: Duration::from_secs(5),
+                duration: Duration::from_secs(20),
+                users_per_connection: 50,
+                jobs: 2000,
+                worker_concurrency: 32,
+                pool_size: 16,
+                e2e_mails: 200,
+                pgbench_threads: 2,
+            },
+            api: ApiPhase {
+                users: 3200,
+                load: load(24_000, 20, &[("http 500", 2), ("timeout", 1)]),
+                cpu: cpu(1.0),
+                mails_during_window: 9_876,
+                load_no_worker: load(30_000, 20, &[]),
+                cpu_no_worker: cpu(0.8),
+                db_no_worker: counters(30_000.0),
+                api_memory_no_worker: memory(40_000),
+                api_memory: memory(35_000),
+                worker_memory: memory(25_000),
+                job_states: "queued: 10, sent: 9000".into(),
+                outbox_after: "7".into(),
+                api_log_bytes: 12_345_678,
+                api_log_lines: 56_789,
+                pgbench: pgbench(64, 2500.25),
+                pgbench_cpu: cpu(0.9),
+                db_api: counters(24_000.0),
+                db_pgbench: counters(50_000.0),
+                pgbench_pool_sized: pgbench(16, 2100.5),
+                pgbench_cooldown: pgbench(64, 800.75),
+                mail_jobs_rows: "mail_jobs 120000, outbox 5, user_events 130000".into(),
+                table_stats: "relname | n_tup_ins\nmail_jobs | 24000\n".into(),
+                table_stats_after_pgbench: "relname | n_tup_ins\nmail_jobs | 120000\n".into(),
+                explain_cooldown: "Aggregate\n  -> Seq Scan on mail_jobs\n".into(),
+                explain_outbox_delete: "Delete on outbox\n  -> Index Scan using outbox_job_id\n"
+                    .into(),
+                script: "\\set u random(1, 50)\nBEGIN;\nCOMMIT;\n".into(),
+            },
+            worker: WorkerPhase {
+                jobs: 2000,
+                enqueue_time: Duration::from_millis(4321),
+                enqueue_errors: 0,
+                publish_wait: Duration::from_millis(250),
+                worker: rate(2000, 9000, 8000),
+                mails_total: 2000,
+                job_states: "sent: 2000".into(),
+                cpu: cpu(0.5),
+                worker_memory: memory(30_000),
+                api_memory: memory(20_000),
+                ceiling: rate(2000, 6000, 5800),
+                direct_nagle: rate(2000, 7000, 6900),
+                direct_nodelay: rate(2000, 1000, 900),
+                smtp_attempt_ms: vec![41.0, 44.5, 42.25],
+                e2e_breakdown: vec![3.5, 9.75, 41.0, 45.0],
+                mail_size: 4321,
+            },
+            e2e: EndToEnd {
+                request: latency(4, 200),
+                to_mail: latency(48, 200),
+                errors: 1,
+            },
+            outage: Some(OutagePhase {
+                requests: 100,
+                broker_up: latency(5, 100),
+                broker_down: latency(6, 100),
+                errors_up: 0,
+                errors_down: 2,
+                readyz_down: "{\"broker\":\"degraded\"}".into(),
+                recovered_after: Some(Duration::from_millis(3456)),
+            }),
+            total_time: Duration::from_secs(245),
+        }
+    }
+
+    /// Compares `actual` with the golden file `name` under `bench/src/testdata/`; with
+    /// `BLESS=1` writes it instead (after a deliberate change to the report).
+    fn assert_golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/testdata")
+            .join(name);
+        if std::env::var_os("BLESS").is_some() {
+            std::fs::write(&path, actual).expect("write the golden file");
+            return;
+        }
+        let expected = std::fs::read_to_string(&path).expect("read the golden file");
+        assert!(
+            actual == expected,
+            "{name} differs from the rendering (BLESS=1 to accept):\n{actual}"
+        );
+    }
+
+    /// The report of a full run, and of an empty one, are exactly the golden texts: a change
+    /// to how the report is built must not change what it says.
+    #[test]
+    fn markdown_matches_the_golden_reports() {
+        assert_golden("report_full.md", &fixture().markdown());
+        // The other side of every branch the full report takes.
+        let mut variant = fixture();
+        variant.api.explain_cooldown = "Index Scan using mail_jobs_recipient".into();
+        variant.api.explain_outbox_delete = "Seq Scan on outbox".into();
+        variant.api.load.errors.clear();
+        variant.worker.direct_nodelay = rate(2000, 6500, 6400);
+        if let Some(outage) = &mut variant.outage {
+            outage.recovered_after = None;
+        }
+        assert_golden("report_variant.md", &variant.markdown());
+        assert_golden("report_empty.md", &Results::default().markdown());
+        assert_golden("summary_full.txt", &fixture().summary());
+    }
+
     #[test]
     fn renders_without_panicking_on_empty_results() {
         let r = Results::default();
