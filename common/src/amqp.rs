@@ -2,7 +2,7 @@
 //! message (ids only: the claim check of decision 2), and a publisher that reconnects and
 //! treats anything but a confirmed, routed message as a failure.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::Confirmation;
@@ -237,13 +237,65 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
 }
 
-/// Opens a connection (with a timeout) and a channel on it.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, PublishError> {
+/// The nodes of `AMQP_URL`: one URL, or a comma list of the nodes of one cluster.
+pub fn nodes(amqp_url: &str) -> Vec<&str> {
+    amqp_url
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Checks every node of `AMQP_URL` (amqp or amqps, with a host); the message never repeats
+/// a URL (it may hold a password).
+pub fn check_nodes(amqp_url: &str) -> Result<(), String> {
+    let nodes = nodes(amqp_url);
+    if nodes.is_empty() {
+        return Err("no node given".into());
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        crate::config::check_url(node, &["amqp", "amqps"])
+            .map_err(|m| format!("node {}: {m}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Which node of the list a process tries first when it (re)connects: the one after the
+/// node its last connection was opened to, so a process whose node failed moves on.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// Opens a connection (each try with a timeout) to a node of `amqp_url`, starting with the
+/// node after the one last connected to and going round the list once.
+pub async fn connect(amqp_url: &str, name: &str) -> Result<Connection, PublishError> {
+    let nodes = nodes(amqp_url);
+    if nodes.is_empty() {
+        return Err(PublishError::Unreachable("AMQP_URL names no node".into()));
+    }
+    let start = NEXT_NODE.load(Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for step in 0..nodes.len() {
+        let index = (start + step) % nodes.len();
+        match connect_node(nodes[index], name).await {
+            Ok(connection) => {
+                NEXT_NODE.store(index + 1, Ordering::Relaxed);
+                if nodes.len() > 1 {
+                    tracing::info!(node = index + 1, nodes = nodes.len(), %name, "connected to RabbitMQ");
+                }
+                return Ok(connection);
+            }
+            Err(e) => failures.push(format!("node {}: {e}", index + 1)),
+        }
+    }
+    NEXT_NODE.store(start + 1, Ordering::Relaxed);
+    Err(PublishError::Unreachable(failures.join("; ")))
+}
+
+async fn connect_node(url: &str, name: &str) -> Result<Connection, String> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(PublishError::Unreachable(e.to_string())),
-        Err(_) => Err(PublishError::Unreachable("connect timed out".into())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".into()),
     }
 }
 
@@ -457,6 +509,18 @@ mod tests {
             RetryTier::for_delay(Duration::from_secs(7200)).name,
             "mail.retry.30m"
         );
+    }
+
+    #[test]
+    fn amqp_url_may_list_the_nodes_of_a_cluster() {
+        let list = "amqp://u:p@rmq1:5672/vh, amqp://u:p@rmq2:5672/vh,amqp://u:p@rmq3:5672/vh";
+        assert_eq!(nodes(list).len(), 3);
+        assert_eq!(nodes("amqp://localhost")[0], "amqp://localhost");
+        assert!(check_nodes(list).is_ok());
+        let bad = check_nodes("amqp://u:secret@rmq1/vh,http://u:secret@rmq2").unwrap_err();
+        assert!(bad.starts_with("node 2"), "{bad}");
+        assert!(!bad.contains("secret"), "{bad}");
+        assert!(check_nodes(" , ").is_err());
     }
 
     #[test]
