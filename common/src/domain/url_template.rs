@@ -96,8 +96,16 @@ impl UrlTemplate {
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return invalid("must render to an absolute http or https URL (scheme://host...)");
         }
+        // User info, even an empty one (`http://@host`), has an `@` in the authority.
+        let authority = sample.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        });
         match url::Url::parse(&sample) {
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            Ok(u)
+                if authority.contains('@')
+                    || !u.username().is_empty()
+                    || u.password().is_some() =>
+            {
                 invalid("must not hold user info (user@ before the host)")
             }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(parsed),
@@ -307,6 +315,8 @@ mod tests {
             "https://a@evil.example/{{Code}}",
             "https://a:b@evil.example/{{Code}}",
             "https://ex.com@evil.example/{{Code}}",
+            "http://@ex.com/{{Code}}",
+            "http://@mo4d{.oe}}",
         ] {
             assert_eq!(id_of(raw), ids::TEMPLATE_INVALID, "{raw}");
         }
