@@ -4,10 +4,12 @@
 //! [`TestEnv`] gives each test its own database, RabbitMQ vhost, ports and [`SmtpSink`], and
 //! runs the processes; [`Api`] talks HTTP to the API; [`ReceivedMail`] (see [`mail`]) reads
 //! the mails that arrive; [`TcpProxy`] (see [`proxy`]) cuts one environment off from the
-//! shared PostgreSQL or RabbitMQ to simulate an outage.
+//! shared PostgreSQL or RabbitMQ to simulate an outage; [`grpc`] talks gRPC and gRPC-Web to
+//! the same port.
 
 pub mod client;
 pub mod env;
+pub mod grpc;
 pub mod mail;
 pub mod postfix;
 pub mod proxy;

@@ -21,20 +21,14 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use prost::Message;
 use serde_json::{Value, json};
+use tests::grpc::{channel, error_detail, with_token};
 use tests::scenario::{Fam, Family, Op, ids};
 use tests::{Api, Body, Resp, TestEnv};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-#[allow(clippy::all, dead_code)]
-mod proto {
-    include!(concat!(env!("OUT_DIR"), "/contact_email_proto.rs"));
-}
-
-use proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
-use proto::zitadel::resources::user::v3alpha::*;
-use proto::zitadel::v1::ErrorDetail;
+use tests::grpc::proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
+use tests::grpc::proto::zitadel::resources::user::v3alpha::*;
 
 /// Organization not found on create user (docs/architecture.md, "Create user").
 const ORG_NOT_FOUND: &str = "COMMAND-Ggk9n";
@@ -581,7 +575,7 @@ fn from_grpc<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Actual {
                 outcome: Outcome {
                     http: http_status_of(code),
                     code,
-                    id: error_detail_id(status.details()),
+                    id: error_detail(status.details()).map(|detail| detail.id),
                 },
                 excerpt: excerpt(status.message()),
             }
@@ -595,24 +589,6 @@ fn excerpt(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &one_line[..cut]),
         None => one_line,
     }
-}
-
-/// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-/// The id of the `zitadel.v1.ErrorDetail` in a status's details, if there is one.
-fn error_detail_id(details: &[u8]) -> Option<String> {
-    let status = RpcStatus::decode(details).ok()?;
-    let any = status.details.first()?;
-    Some(ErrorDetail::decode(any.value.as_slice()).ok()?.id)
 }
 
 // ---- making the calls ---------------------------------------------------------------------------
@@ -681,17 +657,6 @@ fn set_email_message(address: &str, choice: Choice) -> Option<SetEmail> {
     })
 }
 
-fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .expect("a token is valid metadata");
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
-
 /// Sends one RPC.
 async fn send_grpc(
     mut client: ZitadelUsersClient<Channel>,
@@ -703,7 +668,7 @@ async fn send_grpc(
     match route {
         Route::SetEmail(choice) => from_grpc(
             client
-                .set_contact_email(authorized(
+                .set_contact_email(with_token(
                     SetContactEmailRequest {
                         id,
                         email: set_email_message(&target.email, choice),
@@ -715,7 +680,7 @@ async fn send_grpc(
         ),
         Route::SetEmailInvalid => from_grpc(
             client
-                .set_contact_email(authorized(
+                .set_contact_email(with_token(
                     SetContactEmailRequest {
                         id,
                         email: set_email_message(INVALID_ADDRESS, Choice::SendCode),
@@ -727,7 +692,7 @@ async fn send_grpc(
         ),
         Route::VerifyEmail => from_grpc(
             client
-                .verify_contact_email(authorized(
+                .verify_contact_email(with_token(
                     VerifyContactEmailRequest {
                         id,
                         verification_code: "ABC123".into(),
@@ -750,7 +715,7 @@ async fn send_grpc(
             };
             from_grpc(
                 client
-                    .resend_contact_email_code(authorized(
+                    .resend_contact_email_code(with_token(
                         ResendContactEmailCodeRequest {
                             id,
                             verification,
@@ -763,7 +728,7 @@ async fn send_grpc(
         }
         Route::AddOtp(choice) => from_grpc(
             client
-                .add_otp_email_authenticator(authorized(
+                .add_otp_email_authenticator(with_token(
                     AddOtpEmailAuthenticatorRequest {
                         id,
                         email: set_email_message(&target.otp_email, choice),
@@ -775,7 +740,7 @@ async fn send_grpc(
         ),
         Route::VerifyOtp => from_grpc(
             client
-                .verify_otp_email_registration(authorized(
+                .verify_otp_email_registration(with_token(
                     VerifyOtpEmailRegistrationRequest {
                         id,
                         otp_email_id: target.otp.clone(),
@@ -788,7 +753,7 @@ async fn send_grpc(
         ),
         Route::RemoveOtp => from_grpc(
             client
-                .remove_otp_email_authenticator(authorized(
+                .remove_otp_email_authenticator(with_token(
                     RemoveOtpEmailAuthenticatorRequest {
                         id,
                         otp_email_id: UNKNOWN_OTP.into(),
@@ -1272,12 +1237,7 @@ async fn every_call_every_token_every_target() {
     let started = Instant::now();
     let fx = setup().await;
     let setup_time = started.elapsed();
-    let channel = Endpoint::from_shared(fx.env.api_url())
-        .expect("the API URL")
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect over HTTP/2 to API_ADDR");
+    let channel = channel(&fx.env).await;
     let all_calls = calls();
     let seqs_before = sequences(&fx).await;
 

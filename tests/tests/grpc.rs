@@ -5,26 +5,19 @@
 //! with its `zitadel.v1.ErrorDetail`. Server reflection lists the service, and the same case
 //! gives the same answer over JSON and over gRPC.
 
-use std::time::Duration;
-
-use base64::Engine;
 use prost::Message;
 use serde_json::{Value, json};
 use tests::TestEnv;
-use tonic::transport::{Channel, Endpoint};
+use tests::grpc::web;
+use tests::grpc::{ERROR_DETAIL_TYPE_URL, SERVICE, channel, rpc_status, users_client, with_token};
+use tonic::transport::Channel;
 
-#[allow(clippy::all)]
-mod proto {
-    include!(concat!(env!("OUT_DIR"), "/contact_email_proto.rs"));
-}
+use tests::grpc::proto::zitadel::object::v3alpha::{Organization, OwnerType, organization};
+use tests::grpc::proto::zitadel::resources::object::v3alpha::Details;
+use tests::grpc::proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
+use tests::grpc::proto::zitadel::resources::user::v3alpha::*;
+use tests::grpc::proto::zitadel::v1::ErrorDetail;
 
-use proto::zitadel::object::v3alpha::{Organization, OwnerType, organization};
-use proto::zitadel::resources::object::v3alpha::Details;
-use proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
-use proto::zitadel::resources::user::v3alpha::*;
-use proto::zitadel::v1::ErrorDetail;
-
-const SERVICE: &str = "zitadel.resources.user.v3alpha.ZITADELUsers";
 /// What `grpcurl list` shows, over either reflection protocol.
 const REFLECTED_SERVICES: [&str; 4] = [
     "grpc.health.v1.Health",
@@ -32,18 +25,6 @@ const REFLECTED_SERVICES: [&str; 4] = [
     "grpc.reflection.v1alpha.ServerReflection",
     SERVICE,
 ];
-const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/zitadel.v1.ErrorDetail";
-
-/// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
 
 // ---- one call, over either transport --------------------------------------------------------
 
@@ -163,18 +144,12 @@ enum Transport {
 
 impl Transport {
     async fn grpc(env: &TestEnv) -> Transport {
-        Transport::Grpc(ZitadelUsersClient::new(channel(env).await))
+        Transport::Grpc(users_client(env).await)
     }
 
     fn web(env: &TestEnv) -> Transport {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .http1_only()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
         Transport::Web {
-            client,
+            client: web::http1(),
             base: env.api_url(),
         }
     }
@@ -193,25 +168,6 @@ impl Transport {
             Transport::Web { client, base } => web_call(client, base, rpc, token).await,
         }
     }
-}
-
-async fn channel(env: &TestEnv) -> Channel {
-    Endpoint::from_shared(env.api_url())
-        .unwrap()
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect over HTTP/2 to API_ADDR")
-}
-
-fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
 }
 
 async fn grpc_call(
@@ -263,7 +219,7 @@ fn details_of(details: Option<Details>) -> Details {
 /// A failure from its status code, message and `grpc-status-details-bin` payload; checks the
 /// payload repeats code and message and holds exactly one ErrorDetail.
 fn failure(code: i32, message: &str, details: &[u8]) -> Failure {
-    let rpc = RpcStatus::decode(details).expect("google.rpc.Status in the status details");
+    let rpc = rpc_status(details).expect("google.rpc.Status in the status details");
     assert_eq!(rpc.code, code, "code in the status details");
     assert_eq!(rpc.message, message, "message in the status details");
     assert_eq!(rpc.details.len(), 1, "one detail: {rpc:?}");
@@ -288,81 +244,40 @@ fn failure(code: i32, message: &str, details: &[u8]) -> Failure {
 /// one data frame (flag 0, 4-byte big-endian length), and the status either in the response
 /// headers (trailers-only answer) or in the trailer frame (flag 0x80) after the message.
 async fn web_call(client: &reqwest::Client, base: &str, rpc: &Rpc, token: Option<&str>) -> Answer {
-    let message = rpc.encode();
-    let mut body = Vec::with_capacity(message.len() + 5);
-    body.push(0u8);
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
-    let mut request = client
-        .post(format!("{base}/{SERVICE}/{}", rpc.method()))
-        .header("content-type", "application/grpc-web+proto")
-        .header("accept", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .body(body);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let mut headers = vec![("accept", "application/grpc-web+proto")];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer));
     }
-    let response = request.send().await.expect("a gRPC-Web answer");
-    assert_eq!(response.version(), reqwest::Version::HTTP_11);
-    assert_eq!(response.status(), 200, "gRPC-Web answers are HTTP 200");
+    let answer = web::web_call(
+        client,
+        &format!("{base}/{SERVICE}/{}", rpc.method()),
+        "application/grpc-web+proto",
+        &headers,
+        web::frame(false, &rpc.encode()),
+    )
+    .await;
+    assert_eq!(answer.version, reqwest::Version::HTTP_11);
+    assert_eq!(answer.http_status, 200, "gRPC-Web answers are HTTP 200");
     assert!(
-        response.headers().contains_key("x-request-id"),
+        answer.headers.contains_key("x-request-id"),
         "the request-id middleware covers gRPC-Web too"
     );
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/grpc-web+proto"
-    );
-    let mut status: Vec<(String, String)> = response
-        .headers()
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with("grpc-"))
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-        .collect();
-    let bytes = response.bytes().await.unwrap();
-    let mut rest = &bytes[..];
-    let mut data = None;
-    while !rest.is_empty() {
-        assert!(rest.len() >= 5, "truncated gRPC-Web frame");
-        let flag = rest[0];
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let payload = &rest[5..5 + len];
-        rest = &rest[5 + len..];
-        if flag & 0x80 != 0 {
-            let text = std::str::from_utf8(payload).unwrap();
-            for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-                let (k, v) = line.split_once(':').unwrap();
-                status.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-            }
-        } else {
-            data = Some(payload.to_vec());
-        }
-    }
-    let get = |name: &str| {
-        status
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let code: i32 = get("grpc-status")
+    assert_eq!(answer.content_type(), "application/grpc-web+proto");
+    let code: i32 = answer
+        .status_field("grpc-status")
         .expect("grpc-status in the headers or the trailer frame")
         .parse()
         .unwrap();
     if code == 0 {
-        return Ok(rpc.decode_reply(&data.expect("a message frame")));
+        let (_, data) = answer.messages.last().expect("a message frame");
+        return Ok(rpc.decode_reply(data));
     }
-    let message = percent_encoding::percent_decode_str(&get("grpc-message").unwrap_or_default())
-        .decode_utf8()
-        .unwrap()
-        .into_owned();
-    let details = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(
-            get("grpc-status-details-bin")
-                .expect("grpc-status-details-bin")
-                .trim_end_matches('='),
-        )
-        .unwrap();
-    Err(failure(code, &message, &details))
+    Err(failure(
+        code,
+        &answer.grpc_message(),
+        &answer.status_details(),
+    ))
 }
 
 // ---- request builders --------------------------------------------------------------------------

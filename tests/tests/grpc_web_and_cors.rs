@@ -5,64 +5,28 @@
 //! exposed headers, nothing for an origin not in the list, a bad value refused at start);
 //! and `grpc.health.v1.Health`, open to all and following `/readyz` through a database outage.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use prost::Message;
 use reqwest::header::HeaderMap;
 use serde_json::json;
+use tests::grpc::web::{frame, gzip, http1, http2, web_call};
+use tests::grpc::{SERVICE, channel, users_client, with_token};
 use tests::{Role, TestEnv, eventually};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-#[allow(clippy::all, dead_code)]
-mod proto {
-    include!(concat!(env!("OUT_DIR"), "/contact_email_proto.rs"));
-}
+use tests::grpc::proto::zitadel::resources::user::v3alpha::*;
 
-use proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
-use proto::zitadel::resources::user::v3alpha::*;
-
-const SERVICE: &str = "zitadel.resources.user.v3alpha.ZITADELUsers";
 const HEALTH: &str = "grpc.health.v1.Health";
 /// The origin allowed in the CORS tests, and one that is not.
 const APP: &str = "https://app.example";
 const EVIL: &str = "https://evil.example";
 
 // ---- clients and requests ----------------------------------------------------------------------
-
-async fn channel(env: &TestEnv) -> Channel {
-    Endpoint::from_shared(env.api_url())
-        .unwrap()
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect over HTTP/2 to API_ADDR")
-}
-
-fn http1() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// HTTP/2 without TLS from the first byte, as the API port speaks it.
-fn http2() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 async fn create_user(env: &TestEnv) -> String {
     let created = env
@@ -84,176 +48,6 @@ fn set_contact_returning(user: &str, address: &str) -> SetContactEmailRequest {
             )),
         }),
         ..Default::default()
-    }
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .expect("a gzip message");
-    out
-}
-
-// ---- gRPC-Web by hand --------------------------------------------------------------------------
-
-/// One length-prefixed message: flag (1 = compressed), 4-byte big-endian length, payload.
-fn frame(compressed: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(compressed)];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A gRPC-Web answer taken apart.
-#[derive(Debug)]
-struct WebAnswer {
-    version: reqwest::Version,
-    http_status: u16,
-    headers: HeaderMap,
-    /// The message frames: (flag, payload).
-    messages: Vec<(u8, Vec<u8>)>,
-    /// The trailer frame's lines, names lower-cased.
-    trailers: Vec<(String, String)>,
-}
-
-impl WebAnswer {
-    fn content_type(&self) -> &str {
-        self.headers
-            .get("content-type")
-            .map_or("", |v| v.to_str().unwrap())
-    }
-
-    /// `grpc-status`, from the trailer frame or (trailers-only answer) the headers.
-    fn grpc_status(&self) -> String {
-        self.trailers
-            .iter()
-            .find(|(k, _)| k == "grpc-status")
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                self.headers
-                    .get("grpc-status")
-                    .map(|v| v.to_str().unwrap().to_owned())
-            })
-            .unwrap_or_else(|| panic!("no grpc-status in {self:?}"))
-    }
-
-    /// The one message of a successful unary answer, decompressed if it was compressed.
-    fn message(&self) -> Vec<u8> {
-        assert_eq!(self.grpc_status(), "0", "{self:?}");
-        assert_eq!(self.messages.len(), 1, "one message: {self:?}");
-        let (flag, payload) = &self.messages[0];
-        if *flag == 1 {
-            gunzip(payload)
-        } else {
-            payload.clone()
-        }
-    }
-}
-
-/// Message frames (flag, payload) and trailer lines (name, value).
-type Frames = (Vec<(u8, Vec<u8>)>, Vec<(String, String)>);
-
-/// Splits a binary gRPC-Web body into message frames and the trailer frame (flag 0x80).
-fn parse_frames(mut rest: &[u8]) -> Frames {
-    let mut messages = Vec::new();
-    let mut trailers = Vec::new();
-    while !rest.is_empty() {
-        assert!(rest.len() >= 5, "truncated gRPC-Web frame");
-        let flag = rest[0];
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let payload = &rest[5..5 + len];
-        rest = &rest[5 + len..];
-        if flag & 0x80 != 0 {
-            let text = std::str::from_utf8(payload).unwrap();
-            for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-                let (k, v) = line.split_once(':').unwrap();
-                trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-            }
-        } else {
-            messages.push((flag, payload.to_vec()));
-        }
-    }
-    (messages, trailers)
-}
-
-/// A `grpc-web-text` body: base64 chunks one after the other, each padded on its own.
-fn decode_text(body: &[u8]) -> Vec<u8> {
-    let text = std::str::from_utf8(body).expect("a grpc-web-text answer is text");
-    assert!(
-        text.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
-        "not base64: {text:?}"
-    );
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let end = match rest.find('=') {
-            Some(i) => i + rest[i..].bytes().take_while(|&b| b == b'=').count(),
-            None => rest.len(),
-        };
-        out.extend(STANDARD.decode(&rest[..end]).expect("base64 chunk"));
-        rest = &rest[end..];
-    }
-    out
-}
-
-/// POSTs one gRPC-Web call: `body` is the framed message (base64-encoded here for a
-/// `grpc-web-text` content type); `headers` are added as given.
-async fn web_call(
-    client: &reqwest::Client,
-    url: &str,
-    content_type: &str,
-    headers: &[(&str, &str)],
-    framed: Vec<u8>,
-) -> WebAnswer {
-    let body = if content_type.starts_with("application/grpc-web-text") {
-        STANDARD.encode(&framed).into_bytes()
-    } else {
-        framed
-    };
-    let mut request = client
-        .post(url)
-        .header("content-type", content_type)
-        .header("x-grpc-web", "1")
-        .body(body);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("a gRPC-Web answer");
-    let version = response.version();
-    let http_status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let text = headers
-        .get("content-type")
-        .is_some_and(|v| v.to_str().unwrap().starts_with("application/grpc-web-text"));
-    let raw = if text {
-        decode_text(&bytes)
-    } else {
-        bytes.to_vec()
-    };
-    let (messages, trailers) = parse_frames(&raw);
-    WebAnswer {
-        version,
-        http_status,
-        headers,
-        messages,
-        trailers,
     }
 }
 
@@ -292,13 +86,14 @@ async fn gzip_requests_are_accepted_and_answers_compressed_when_asked() {
     let user = create_user(&env).await;
 
     // gRPC, the generated client compressing its request and accepting gzip.
-    let mut client = ZitadelUsersClient::new(channel(&env).await)
+    let mut client = users_client(&env)
+        .await
         .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip);
     let answer = client
         .set_contact_email(with_token(
             set_contact_returning(&user, "gzip@example.com"),
-            &token,
+            Some(&token),
         ))
         .await
         .expect("a gzip request is accepted over gRPC");
@@ -312,12 +107,13 @@ async fn gzip_requests_are_accepted_and_answers_compressed_when_asked() {
     );
     assert!(answer.into_inner().verification_code.is_some());
     // Compressing the request only: the answer is not compressed.
-    let mut client =
-        ZitadelUsersClient::new(channel(&env).await).send_compressed(CompressionEncoding::Gzip);
+    let mut client = users_client(&env)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
     let answer = client
         .set_contact_email(with_token(
             set_contact_returning(&user, "gzip2@example.com"),
-            &token,
+            Some(&token),
         ))
         .await
         .expect("a gzip request is accepted over gRPC");
