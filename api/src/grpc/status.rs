@@ -7,23 +7,13 @@ use axum::body::Bytes;
 use common::error::{Error, Rejection};
 use prost::Message;
 use tonic::{Code, Status};
+// `google.rpc.Status`, the standard payload of the `grpc-status-details-bin` trailer.
+use tonic_types::pb::Status as RpcStatus;
 
 use super::proto::zitadel::v1::ErrorDetail;
 
 /// Type URL of the detail, as ZITADEL sends it.
 pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/zitadel.v1.ErrorDetail";
-
-/// `google.rpc.Status`, the standard payload of the `grpc-status-details-bin` trailer. Only
-/// its encoding is needed, so it is declared here rather than compiled from Google's files.
-#[derive(Clone, PartialEq, Message)]
-pub struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<prost_types::Any>,
-}
 
 /// The status a failed call answers with.
 pub fn from_error(error: Error) -> Status {
@@ -82,6 +72,26 @@ mod tests {
         let detail = ErrorDetail::decode(rpc.details[0].value.as_slice()).unwrap();
         assert_eq!(detail.id, "COMMAND-nJ0TQFuRmP");
         assert_eq!(detail.message, "User could not be found");
+    }
+
+    /// The details are the bytes a client of ZITADEL's protos decodes: `google.rpc.Status`
+    /// {code 5, message, one `Any` holding the `ErrorDetail`}, as encoded before the message
+    /// type came from `tonic-types`.
+    #[test]
+    fn the_details_keep_their_wire_format() {
+        let status = from_rejection(&Rejection::user_not_found(Call::SetContactEmail));
+        let hex: String = status
+            .details()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "0805122c5573657220636f756c64206e6f7420626520666f756e642028434f4d4d414e442d6e4a30\
+             54514675526d50291a5b0a2a747970652e676f6f676c65617069732e636f6d2f7a69746164656c2e\
+             76312e4572726f7244657461696c122d0a12434f4d4d414e442d6e4a3054514675526d5012175573\
+             657220636f756c64206e6f7420626520666f756e64"
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::env::TestEnv;
+// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
 use proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
 use proto::zitadel::v1::ErrorDetail;
+pub use tonic_types::pb::Status as RpcStatus;
 
 /// The messages and the `ZITADELUsers` client generated from `api/proto` by `build.rs`.
 #[allow(clippy::all)]
@@ -25,17 +27,6 @@ pub mod proto {
 pub const SERVICE: &str = "zitadel.resources.user.v3alpha.ZITADELUsers";
 /// The type URL of the one detail of every error status, as ZITADEL sends it.
 pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/zitadel.v1.ErrorDetail";
-
-/// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, Message)]
-pub struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<prost_types::Any>,
-}
 
 /// An HTTP/2 connection without TLS (as gRPC clients connect) to the API port.
 pub async fn channel(env: &TestEnv) -> Channel {
