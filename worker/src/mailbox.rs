@@ -132,4 +132,45 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// The built-in templates of every language keep the code on a line of its own, indented
+    /// by four spaces, whatever the script and the transfer encoding (CJK text goes out
+    /// base64, accented text quoted-printable).
+    #[test]
+    fn finds_the_code_in_every_language() {
+        let renderer =
+            crate::mail::MailRenderer::new("Contact Email <no-reply@example.com>", None).unwrap();
+        let dir = std::env::temp_dir().join(format!("ce-mailbox-lang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for lang in crate::i18n::BUILT_IN {
+            for (purpose, code) in [
+                (Purpose::ContactEmail, "K3PZ7Q"),
+                (Purpose::OtpEmail, "12345678"),
+            ] {
+                let reader = crate::mail::MailLanguage {
+                    language: Some(lang),
+                    default_language: None,
+                };
+                let mail = renderer
+                    .render_in(
+                        &crate::mail::MailInput {
+                            job_id: 6,
+                            purpose,
+                            recipient: "mini@mouse.com",
+                            user_id: 386211510029910023,
+                            org_id: 386211510029910011,
+                            url_template: "http://localhost:8080/ui/login/mail/verification?userID={{UserID}}&code={{Code}}&orgID={{OrgID}}",
+                            code,
+                            code_expires_at: chrono::Utc::now(),
+                        },
+                        reader,
+                    )
+                    .unwrap();
+                let file = dir.join("6.eml");
+                std::fs::write(&file, mail.formatted()).unwrap();
+                assert_eq!(code_of(&file).unwrap(), code, "{lang} {}", purpose.as_str());
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -4,6 +4,7 @@ mod cli;
 mod consumer;
 mod deliver;
 mod health;
+mod i18n;
 mod mail;
 mod mailbox;
 mod ops;
