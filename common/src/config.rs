@@ -2,7 +2,9 @@
 //! the same name (SPEC 7). The binaries compose these groups with `#[command(flatten)]`, so a
 //! variable is declared, documented and validated once.
 
+use std::fmt;
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
@@ -317,18 +319,69 @@ pub fn exit_on_clap_error(e: clap::Error) -> std::process::ExitCode {
 }
 
 /// A configuration value that passed clap but not the service's own rules.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {variable}: {message}")]
+#[derive(Debug)]
 pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
+    /// The variable at fault; `None` when the message names it.
+    variable: Option<&'static str>,
+    message: String,
 }
 
 impl ConfigError {
     pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
-            variable,
+            variable: Some(variable),
             message: message.into(),
+        }
+    }
+
+    /// An error whose message names the variables itself (`MAIL_DIR ... cannot be created`).
+    pub fn stated(message: impl Into<String>) -> Self {
+        ConfigError {
+            variable: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.variable {
+            Some(variable) => write!(f, "configuration error: {variable}: {}", self.message),
+            None => write!(f, "configuration error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why a process could not start or stopped on a fault, and so its exit status (SPEC 7).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A value the service refuses: exit 2, the message names the variable.
+    #[error(transparent)]
+    Configuration(#[from] ConfigError),
+    /// Anything else (a database or port that cannot be reached, a server fault): exit 1.
+    #[error("{0}")]
+    Operational(String),
+}
+
+impl StartupError {
+    pub fn operational(cause: impl fmt::Display) -> Self {
+        StartupError::Operational(cause.to_string())
+    }
+
+    /// Reports the error on stderr the way SPEC 7 asks and gives the exit status: a
+    /// configuration error is its own line (exit 2), anything else is `error: ...` (exit 1).
+    pub fn report(&self) -> ExitCode {
+        match self {
+            StartupError::Configuration(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+            StartupError::Operational(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod mail_job;
 pub mod metrics;
 pub mod outbox;
 pub mod schema;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
 pub mod time;
