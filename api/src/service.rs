@@ -1,6 +1,7 @@
 //! The calls of the API, independent of the wire: each runs its domain command on the
 //! blocking pool and, after commit, hands the enqueued mail job to the outbox publisher.
-//! The HTTP route families (and gRPC) only translate to and from these.
+//! The HTTP route families (and gRPC) only translate to and from these. A call that may
+//! enqueue a mail takes the request's [`TraceContext`], which the job carries to the worker.
 
 use common::auth::Principal;
 use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserRef, UserView};
@@ -8,26 +9,28 @@ use common::db;
 use common::domain::{CodeDelivery, SetEmail, SubmittedCode};
 use common::error::Error;
 use common::tenancy::Scope;
+use common::trace::TraceContext;
 
 use crate::state::AppState;
 
 impl AppState {
-    /// Runs a command that may enqueue a mail, then publishes it without waiting.
-    async fn changing<F>(&self, command: F) -> Result<Outcome, Error>
+    /// Runs a command that may enqueue a mail in the trace `trace`, then publishes the mail
+    /// without waiting.
+    async fn changing<F>(&self, trace: TraceContext, command: F) -> Result<Outcome, Error>
     where
         F: FnOnce(&common::commands::Commands, &mut diesel::PgConnection) -> Result<Outcome, Error>
             + Send
             + 'static,
     {
         let commands = self.commands.clone();
-        let traceparent = current_traceparent();
-        let for_command = traceparent.clone();
+        let traceparent = trace.into_traceparent();
+        let for_command = Some(traceparent.clone());
         let outcome = db::run(&self.pool, move |conn| {
             common::trace::with_context(for_command, || command(&commands, conn))
         })
         .await?;
         if let Some(job_id) = outcome.job_id {
-            self.outbox.notify(job_id, traceparent);
+            self.outbox.notify(job_id, Some(traceparent));
         }
         Ok(outcome)
     }
@@ -45,12 +48,13 @@ impl AppState {
 
     pub async fn set_contact_email(
         &self,
+        trace: TraceContext,
         principal: Principal,
         scope: Scope,
         user_id: String,
         request: SetEmail,
     ) -> Result<Outcome, Error> {
-        self.changing(move |c, conn| {
+        self.changing(trace, move |c, conn| {
             c.set_contact_email(conn, &who(&principal, &scope, &user_id), &request)
         })
         .await
@@ -77,13 +81,14 @@ impl AppState {
 
     pub async fn resend_email_code(
         &self,
+        trace: TraceContext,
         principal: Principal,
         scope: Scope,
         user_id: String,
         otp_email_id: Option<String>,
         delivery: CodeDelivery,
     ) -> Result<Outcome, Error> {
-        self.changing(move |c, conn| {
+        self.changing(trace, move |c, conn| {
             c.resend_email_code(
                 conn,
                 &who(&principal, &scope, &user_id),
@@ -96,12 +101,13 @@ impl AppState {
 
     pub async fn add_otp_email(
         &self,
+        trace: TraceContext,
         principal: Principal,
         scope: Scope,
         user_id: String,
         request: SetEmail,
     ) -> Result<Outcome, Error> {
-        self.changing(move |c, conn| {
+        self.changing(trace, move |c, conn| {
             c.add_otp_email(conn, &who(&principal, &scope, &user_id), &request)
         })
         .await
@@ -122,12 +128,15 @@ impl AppState {
 
     pub async fn create_user(
         &self,
+        trace: TraceContext,
         principal: Principal,
         scope: Scope,
         request: CreateUser,
     ) -> Result<Outcome, Error> {
-        self.changing(move |c, conn| c.create_user(conn, &principal, &scope, &request))
-            .await
+        self.changing(trace, move |c, conn| {
+            c.create_user(conn, &principal, &scope, &request)
+        })
+        .await
     }
 
     pub async fn get_user(
@@ -158,11 +167,6 @@ fn who<'a>(principal: &'a Principal, scope: &'a Scope, user_id: &'a str) -> User
         scope,
         user_id,
     }
-}
-
-/// The trace context of the request being served, if any.
-fn current_traceparent() -> Option<String> {
-    crate::http::TRACEPARENT.try_with(Clone::clone).ok()
 }
 
 fn target(otp_email_id: Option<&str>) -> EmailTarget<'_> {

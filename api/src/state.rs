@@ -8,6 +8,8 @@ use common::db::PgPool;
 use common::metrics::Metrics;
 use common::outbox::OutboxPublisher;
 
+use crate::http::metrics::HttpMetrics;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -15,4 +17,6 @@ pub struct AppState {
     pub outbox: OutboxPublisher,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
+    /// The HTTP request counters, also registered in `metrics`.
+    pub http_metrics: HttpMetrics,
 }

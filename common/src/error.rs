@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// gRPC status codes used by the service (SPEC 3.6 maps them to HTTP statuses).
+/// gRPC status codes used by the service (SPEC 3.6 maps them to HTTP statuses; the api
+/// crate does, in `http::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Code {
@@ -27,21 +28,6 @@ impl Code {
     pub fn as_i32(self) -> i32 {
         self as i32
     }
-
-    /// The HTTP status of SPEC 3.6 for this code.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Code::InvalidArgument | Code::FailedPrecondition => 400,
-            Code::Unauthenticated => 401,
-            Code::PermissionDenied => 403,
-            Code::NotFound => 404,
-            Code::AlreadyExists => 409,
-            Code::ResourceExhausted => 429,
-            Code::Unimplemented => 501,
-            Code::Unavailable => 503,
-            Code::Internal => 500,
-        }
-    }
 }
 
 /// A refusal the client may read: code, stable id, human message.
@@ -52,8 +38,6 @@ pub struct Rejection {
     pub message: Cow<'static, str>,
     /// Seconds until the call may succeed (429 answers carry it as `Retry-After`).
     pub retry_after: Option<u64>,
-    /// HTTP status when it is not the one of `code` (413, 415: SPEC 3.6).
-    pub http_status: Option<u16>,
 }
 
 impl fmt::Display for Rejection {
@@ -71,13 +55,7 @@ impl Rejection {
             id,
             message: message.into(),
             retry_after: None,
-            http_status: None,
         }
-    }
-
-    /// The HTTP status of this rejection.
-    pub fn http_status(&self) -> u16 {
-        self.http_status.unwrap_or_else(|| self.code.http_status())
     }
 
     /// 400, code 3: a request that cannot be parsed or does not validate.

@@ -1,5 +1,6 @@
-//! Prometheus metrics of both processes (`/metrics`). Labels carry only routes, methods,
-//! statuses, outcomes, tiers and states: never a code, token, address or id.
+//! Prometheus metrics of both processes (`/metrics`). Labels carry only outcomes, tiers and
+//! states (and the api's own HTTP metrics, registered through [`Metrics::with_own`], routes,
+//! methods and statuses): never a code, token, address or id.
 //!
 //! The job and outbox gauges are read from PostgreSQL when scraped, so every replica shows
 //! the truth of the whole system rather than its own share. The readings are cached: at
@@ -19,19 +20,6 @@ use prometheus_client::registry::Registry;
 
 use crate::db::{self, PgPool};
 use crate::mail_job::JobState;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: String,
-    pub method: String,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -57,8 +45,6 @@ pub enum Process {
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: Family<HttpLabels, Counter>,
-    pub http_duration: Family<RouteLabels, Histogram>,
     pub deliveries: Family<OutcomeLabels, Counter>,
     pub delivery_latency: Histogram,
     pub retries: Family<TierLabels, Counter>,
@@ -75,13 +61,16 @@ pub const DB_READING_TTL: Duration = Duration::from_secs(5);
 
 impl Metrics {
     pub fn new(process: Process) -> Self {
+        Self::with_own(process, |_| {})
+    }
+
+    /// The metrics of `process`, with the ones only its own crate knows (the api's HTTP
+    /// metrics) registered by `own` first, under the same `contact_email` prefix.
+    pub fn with_own(process: Process, own: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("contact_email");
+        own(&mut registry);
         let m = Metrics {
             registry: Registry::default(),
-            http_requests: Family::default(),
-            http_duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 14))
-            }),
             deliveries: Family::default(),
             delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 18)),
             retries: Family::default(),
@@ -91,18 +80,6 @@ impl Metrics {
             jobs: Family::default(),
             db_read_at: tokio::sync::Mutex::new(None),
         };
-        if process == Process::Api {
-            registry.register(
-                "http_requests",
-                "HTTP requests by route, method and status",
-                m.http_requests.clone(),
-            );
-            registry.register(
-                "http_request_duration_seconds",
-                "HTTP request latency by route and method",
-                m.http_duration.clone(),
-            );
-        }
         if process == Process::Worker {
             registry.register(
                 "mail_deliveries",

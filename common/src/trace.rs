@@ -2,9 +2,11 @@
 //! the job row and in the AMQP headers, to the worker's delivery span, so the logs (and
 //! traces, when exported) of one request and its mail join up.
 //!
-//! The API sets the context of the current command with [`with_context`]; enqueuing a job
-//! reads it with [`current`]. It is ambient on purpose: the domain commands stay free of
-//! transport details.
+//! The api's request middleware makes each request's [`TraceContext`] and hands it, as a
+//! value, to the call that may enqueue a mail. Until the domain commands take it as an
+//! argument, the call sets it around the command with [`with_context`], and enqueuing a job
+//! reads it with [`current`]: a thread-local confined to that one command on the blocking
+//! pool.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -68,6 +70,26 @@ impl TraceParent {
             self.span_id,
             if self.sampled { "01" } else { "00" }
         )
+    }
+}
+
+/// The trace context a request hands on to the mail it enqueues: a `traceparent` value,
+/// stored on the job and sent in the AMQP headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext(String);
+
+impl TraceContext {
+    /// Wraps a `traceparent` value (checked by whoever made it).
+    pub fn new(traceparent: String) -> Self {
+        TraceContext(traceparent)
+    }
+
+    pub fn traceparent(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_traceparent(self) -> String {
+        self.0
     }
 }
 

@@ -14,6 +14,8 @@ use axum::routing::get;
 use common::db::PgPool;
 use common::metrics::Metrics;
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -21,6 +23,15 @@ pub struct HealthState {
     pub consuming: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub smtp: Arc<crate::transport::SmtpHealth>,
+}
+
+/// Serves the endpoints on `listener` until `stop` turns true (or its sender is gone).
+pub async fn serve(listener: TcpListener, state: HealthState, mut stop: watch::Receiver<bool>) {
+    let _ = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
 }
 
 pub fn router(state: HealthState) -> Router {

@@ -1,23 +1,15 @@
-//! `worker`: delivers the contact email service's mail, and the operators' commands.
-
-mod cli;
-mod consumer;
-mod deliver;
-mod health;
-mod i18n;
-mod mail;
-mod mailbox;
-mod ops;
-mod retry;
-mod run;
-mod store;
-mod transport;
+//! `worker`: delivers the contact email service's mail, and the operators' commands, on top
+//! of the `worker` library: parse the command line, check it, set up logging, run, exit with
+//! the status SPEC 7 gives the outcome.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use cli::{Cli, Command, JobsCommand, MailCommand};
+use common::config::{ConfigError, StartupError};
+use common::shutdown::Shutdown;
+use worker::Application;
+use worker::cli::{Cli, Command, JobsCommand, MailCommand};
+use worker::{mailbox, ops};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -44,8 +36,7 @@ fn main() -> ExitCode {
         Command::Mail(MailCommand::Code(a)) => a.database.validate(),
     };
     if let Err(e) = checked {
-        eprintln!("{e}");
-        return ExitCode::from(2);
+        return StartupError::from(e).report();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,41 +44,37 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return StartupError::Operational(format!("cannot start the runtime: {e}")).report();
         }
     };
-    let result: Result<(), String> = runtime.block_on(async {
+    let result = runtime.block_on(async {
         let _telemetry = common::telemetry::init(log_format, "worker");
         match cli.command {
-            Command::Run(args) => run::run(*args).await,
+            Command::Run(args) => {
+                let app = Application::build(*args).await?;
+                app.run_until(Shutdown::on_signal()).await
+            }
             Command::Jobs(JobsCommand::List(args)) => {
-                let out = tokio::task::spawn_blocking(move || ops::list(&args))
-                    .await
-                    .map_err(|e| e.to_string())??;
+                let out = blocking(move || ops::list(&args)).await?;
                 println!("{out}");
                 Ok(())
             }
             Command::Jobs(JobsCommand::Show(args)) => {
                 let id = args.id.clone();
-                let shown = tokio::task::spawn_blocking(move || {
-                    ops::show(&args.database.database_url, &args.id, args.json)
-                })
-                .await
-                .map_err(|e| e.to_string())??;
+                let shown =
+                    blocking(move || ops::show(&args.database.database_url, &args.id, args.json))
+                        .await?;
                 match shown {
                     Some(out) => {
                         println!("{out}");
                         Ok(())
                     }
-                    None => Err(format!("no job with id {id}")),
+                    None => Err(StartupError::Operational(format!("no job with id {id}"))),
                 }
             }
-            Command::Replay(args) => ops::replay(*args).await,
+            Command::Replay(args) => ops::replay(*args).await.map_err(ops_failure),
             Command::Mail(MailCommand::Code(args)) => {
-                let code = tokio::task::spawn_blocking(move || mailbox::code(&args))
-                    .await
-                    .map_err(|e| e.to_string())??;
+                let code = blocking(move || mailbox::code(&args)).await?;
                 println!("{code}");
                 Ok(())
             }
@@ -95,33 +82,25 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) if msg.starts_with("configuration error:") => {
-            eprintln!("{msg}");
-            ExitCode::from(2)
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
-        }
+        Err(e) => e.report(),
     }
 }
 
-/// SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+/// Runs an operator command's database work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, StartupError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StartupError::operational)?
+        .map_err(ops_failure)
+}
+
+/// The operator commands still report their failures as text; the configuration errors
+/// among them (a key `replay` needs) are the `ConfigError`s they rendered, and exit 2.
+fn ops_failure(message: String) -> StartupError {
+    match message.strip_prefix("configuration error: ") {
+        Some(stated) => ConfigError::stated(stated).into(),
+        None => StartupError::Operational(message),
     }
-    tracing::info!("shutdown requested");
 }

@@ -1,16 +1,22 @@
-//! `worker run`: wires the deliverer, the consume loop, the health endpoints, the outbox
-//! relay and the sweeper of stranded jobs, and stops them in order on SIGTERM/SIGINT.
+//! `worker run` as a value. [`Application::build`] checks the configuration, sets up the
+//! mail transport and the deliverer and binds the health port; [`Application::run_until`]
+//! runs the consume loop, the health endpoints, the outbox relay and the sweeper of stranded
+//! jobs until the [`Shutdown`], then stops them in order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::amqp::Publisher;
+use common::config::{ConfigError, DatabaseArgs, StartupError};
 use common::db::{self, PgPool};
 use common::metrics::{Metrics, Process};
+use common::shutdown::Shutdown;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cli::RunArgs;
+use crate::cli::{DeliveryArgs, RetryArgs, RunArgs};
 use crate::consumer::ConsumerLoop;
 use crate::deliver::Deliverer;
 use crate::health::{self, HealthState};
@@ -23,123 +29,187 @@ use crate::transport::{MailTransport, SmtpHealth, SmtpSettings, default_helo_nam
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const STRANDED_AFTER: Duration = Duration::from_secs(600);
 
-pub async fn run(args: RunArgs) -> Result<(), String> {
-    let keys = args.keys.keys().map_err(|e| e.to_string())?;
-    if args.retry.mail_retry_initial.is_zero()
-        || args.retry.mail_retry_max < args.retry.mail_retry_initial
-    {
-        return Err(
-            "configuration error: MAIL_RETRY_INITIAL: must be above 0s and at most MAIL_RETRY_MAX"
-                .into(),
-        );
-    }
-    let renderer = MailRenderer::new(
-        &args.delivery.mail_from,
-        args.delivery.mail_templates_dir.as_deref(),
-    )
-    .map_err(|e| format!("configuration error: MAIL_FROM/MAIL_TEMPLATES_DIR: {e}"))?;
-    let helo_name = match &args.delivery.smtp_helo_name {
-        Some(name) => name.clone(),
-        None => default_helo_name(renderer.from_domain()),
-    };
-    let transport = MailTransport::new(
-        args.delivery.smtp_url.as_deref().map(|url| SmtpSettings {
-            url,
-            ca_file: args.delivery.smtp_tls_ca_file.as_deref(),
-            helo_name: &helo_name,
-            pool_size: u32::from(args.worker_concurrency),
-        }),
-        args.delivery.mail_dir.clone(),
-    )
-    .map_err(|e| format!("configuration error: {e}"))?;
-    let smtp_health = Arc::new(SmtpHealth::default());
-    tracing::info!(transport = %transport.describe(), "mail transport ready");
+/// The worker, built and bound, not consuming yet.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    deliverer: Arc<Deliverer>,
+    health: HealthState,
+    amqp_url: String,
+    prefetch: u16,
+}
 
-    let url = args.database.database_url.clone();
+impl Application {
+    /// Everything `worker run` does before it consumes. A refused setting is
+    /// [`StartupError::Configuration`]; a port that cannot be had is
+    /// [`StartupError::Operational`]. The database may still be down: the worker waits for
+    /// it. `WORKER_ADDR` with port 0 binds a free port: see [`Application::port`].
+    pub async fn build(config: RunArgs) -> Result<Self, StartupError> {
+        let keys = config.keys.keys()?;
+        let retry = retry_policy(&config.retry)?;
+        let renderer = MailRenderer::new(
+            &config.delivery.mail_from,
+            config.delivery.mail_templates_dir.as_deref(),
+        )
+        .map_err(|e| ConfigError::new("MAIL_FROM/MAIL_TEMPLATES_DIR", e))?;
+        let transport = mail_transport(&config.delivery, &renderer, config.worker_concurrency)?;
+        tracing::info!(transport = %transport.describe(), "mail transport ready");
+
+        prepare_database(&config.database).await?;
+        let pool = db::pool(
+            &config.database.database_url,
+            config.database.database_pool_size,
+        );
+        let metrics = Arc::new(Metrics::new(Process::Worker));
+        let publisher = Arc::new(
+            Publisher::new(
+                config.amqp.amqp_url.clone(),
+                "contact-email-worker-publisher",
+            )
+            .with_reconnect_counter(metrics.amqp_reconnects.clone()),
+        );
+        let smtp_health = Arc::new(SmtpHealth::default());
+        let deliverer = Arc::new(Deliverer {
+            pool: pool.clone(),
+            keys,
+            renderer,
+            transport,
+            retry,
+            publisher,
+            metrics: metrics.clone(),
+            smtp_health: smtp_health.clone(),
+        });
+
+        let listener = TcpListener::bind(config.worker_addr).await.map_err(|e| {
+            StartupError::Operational(format!(
+                "cannot listen on WORKER_ADDR {}: {e}",
+                config.worker_addr
+            ))
+        })?;
+        let addr = listener.local_addr().map_err(StartupError::operational)?;
+        Ok(Application {
+            listener,
+            addr,
+            deliverer,
+            health: HealthState {
+                pool,
+                consuming: Arc::new(AtomicBool::new(false)),
+                metrics,
+                smtp: smtp_health,
+            },
+            amqp_url: config.amqp.amqp_url,
+            prefetch: config.worker_concurrency,
+        })
+    }
+
+    /// The address of the health and metrics endpoints.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port of the health and metrics endpoints (the one the OS chose for port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Consumes until `shutdown`, then stops in order: no new message, deliveries in flight
+    /// finished (or handed back), the relay, the sweeper, the health endpoints, the
+    /// publisher's connection.
+    pub async fn run_until(self, shutdown: Shutdown) -> Result<(), StartupError> {
+        let pool = self.deliverer.pool.clone();
+        let publisher = self.deliverer.publisher.clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let health = tokio::spawn(health::serve(
+            self.listener,
+            self.health.clone(),
+            stop.clone(),
+        ));
+        let relay = tokio::spawn(common::outbox::run_relay(
+            pool.clone(),
+            publisher.clone(),
+            stop.clone(),
+        ));
+        let sweeper = tokio::spawn(sweep_stranded(pool, stop.clone()));
+        let consumer = tokio::spawn(
+            ConsumerLoop {
+                deliverer: self.deliverer,
+                amqp_url: self.amqp_url,
+                prefetch: self.prefetch,
+                consuming: self.health.consuming.clone(),
+                reconnects: self.health.metrics.amqp_reconnects.clone(),
+            }
+            .run(stop),
+        );
+
+        shutdown.requested().await;
+        let _ = stop_tx.send(true);
+        let _ = consumer.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+        sweeper.abort();
+        let _ = health.await;
+        publisher.close().await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// The retry schedule of `MAIL_RETRY_INITIAL`, `MAIL_RETRY_MAX` and `MAIL_MAX_ATTEMPTS`.
+fn retry_policy(args: &RetryArgs) -> Result<RetryPolicy, ConfigError> {
+    if args.mail_retry_initial.is_zero() || args.mail_retry_max < args.mail_retry_initial {
+        return Err(ConfigError::new(
+            "MAIL_RETRY_INITIAL",
+            "must be above 0s and at most MAIL_RETRY_MAX",
+        ));
+    }
+    Ok(RetryPolicy {
+        initial: args.mail_retry_initial,
+        max: args.mail_retry_max,
+        max_attempts: args.mail_max_attempts,
+    })
+}
+
+/// The relay of `SMTP_URL` (a pool of `concurrency` connections), or `.eml` files in
+/// `MAIL_DIR` without one.
+fn mail_transport(
+    args: &DeliveryArgs,
+    renderer: &MailRenderer,
+    concurrency: u16,
+) -> Result<MailTransport, ConfigError> {
+    let helo_name = match &args.smtp_helo_name {
+        Some(name) => name.clone(),
+        None => default_helo_name(renderer.sender_domain()),
+    };
+    MailTransport::new(
+        args.smtp_url.as_deref().map(|url| SmtpSettings {
+            url,
+            ca_file: args.smtp_tls_ca_file.as_deref(),
+            helo_name: &helo_name,
+            pool_size: u32::from(concurrency),
+        }),
+        args.mail_dir.clone(),
+    )
+    .map_err(ConfigError::stated)
+}
+
+/// Creates the database and applies migrations when PostgreSQL is up. The api migrates too,
+/// so a database that is not reachable yet is only a warning: the worker waits for it.
+async fn prepare_database(database: &DatabaseArgs) -> Result<(), StartupError> {
+    let url = database.database_url.clone();
     let prepared = tokio::task::spawn_blocking(move || db::prepare(&url))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StartupError::operational)?;
     if let Err(e) = prepared {
-        // The api migrates too; the worker can wait for the database to come up.
         tracing::warn!(error = %e, "database not ready at start; will keep trying");
     }
-    let pool = db::pool(
-        &args.database.database_url,
-        args.database.database_pool_size,
-    );
-    let metrics = Arc::new(Metrics::new(Process::Worker));
-    let publisher = Arc::new(
-        Publisher::new(args.amqp.amqp_url.clone(), "contact-email-worker-publisher")
-            .with_reconnect_counter(metrics.amqp_reconnects.clone()),
-    );
-    let deliverer = Arc::new(Deliverer {
-        pool: pool.clone(),
-        keys,
-        renderer,
-        transport,
-        retry: RetryPolicy {
-            initial: args.retry.mail_retry_initial,
-            max: args.retry.mail_retry_max,
-            max_attempts: args.retry.mail_max_attempts,
-        },
-        publisher: publisher.clone(),
-        metrics: metrics.clone(),
-        smtp_health: smtp_health.clone(),
-    });
-    let consuming = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    let listener = tokio::net::TcpListener::bind(args.worker_addr)
-        .await
-        .map_err(|e| format!("cannot listen on WORKER_ADDR {}: {e}", args.worker_addr))?;
-    let health_app = health::router(HealthState {
-        pool: pool.clone(),
-        consuming: consuming.clone(),
-        metrics: metrics.clone(),
-        smtp: smtp_health,
-    });
-    let mut health_shutdown = shutdown_rx.clone();
-    let health = tokio::spawn(async move {
-        let _ = axum::serve(listener, health_app)
-            .with_graceful_shutdown(async move {
-                let _ = health_shutdown.changed().await;
-            })
-            .await;
-    });
-    let relay = tokio::spawn(common::outbox::run_relay(
-        pool.clone(),
-        publisher.clone(),
-        shutdown_rx.clone(),
-    ));
-    let sweeper = tokio::spawn(sweep_stranded(pool.clone(), shutdown_rx.clone()));
-    let consumer = tokio::spawn(
-        ConsumerLoop {
-            deliverer,
-            amqp_url: args.amqp.amqp_url.clone(),
-            prefetch: args.worker_concurrency,
-            consuming,
-            reconnects: metrics.amqp_reconnects.clone(),
-        }
-        .run(shutdown_rx),
-    );
-
-    crate::shutdown_signal().await;
-    let _ = shutdown_tx.send(true);
-    let _ = consumer.await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
-    sweeper.abort();
-    let _ = health.await;
-    publisher.close().await;
-    tracing::info!("worker stopped");
     Ok(())
 }
 
 /// Gives jobs that lost their message an outbox row again (see `store::requeue_stranded`).
-async fn sweep_stranded(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+async fn sweep_stranded(pool: PgPool, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
         match db::run(&pool, |c| Ok(store::requeue_stranded(c, STRANDED_AFTER)?)).await {
             Ok(ids) if !ids.is_empty() => {

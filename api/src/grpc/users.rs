@@ -6,6 +6,7 @@
 use common::auth::Principal;
 use common::domain::{CONTACT_CODE_MAX_LEN, OTP_CODE_MAX_LEN, SubmittedCode};
 use common::error::Error;
+use common::trace::TraceContext;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -34,6 +35,16 @@ fn caller<T>(request: &Request<T>) -> Result<Principal, Error> {
         .ok_or_else(|| Error::Internal("gRPC call without the authentication layer".into()))
 }
 
+/// The trace context the request middleware put on the request: the mail a call enqueues
+/// carries it to the worker.
+fn trace<T>(request: &Request<T>) -> Result<TraceContext, Error> {
+    request
+        .extensions()
+        .get::<TraceContext>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("gRPC call without the request middleware".into()))
+}
+
 fn answer<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(status::from_error)
 }
@@ -47,13 +58,14 @@ impl ZitadelUsers for Users {
         answer(
             async {
                 let principal = caller(&request)?;
+                let trace = trace(&request)?;
                 let r = request.into_inner();
                 let user_id = convert::required_id(r.id, "id")?;
                 let email = convert::set_email(r.email)?;
                 let scope = convert::scope(r.instance, r.organization);
                 let outcome = self
                     .state
-                    .set_contact_email(principal, scope, user_id, email)
+                    .set_contact_email(trace, principal, scope, user_id, email)
                     .await?;
                 Ok(SetContactEmailResponse {
                     details: Some(convert::details(&outcome.details)),
@@ -98,13 +110,14 @@ impl ZitadelUsers for Users {
         answer(
             async {
                 let principal = caller(&request)?;
+                let trace = trace(&request)?;
                 let r = request.into_inner();
                 let user_id = convert::required_id(r.id, "id")?;
                 let delivery = convert::delivery(r.verification)?;
                 let scope = convert::scope(r.instance, r.organization);
                 let outcome = self
                     .state
-                    .resend_email_code(principal, scope, user_id, None, delivery)
+                    .resend_email_code(trace, principal, scope, user_id, None, delivery)
                     .await?;
                 Ok(ResendContactEmailCodeResponse {
                     details: Some(convert::details(&outcome.details)),
@@ -122,13 +135,14 @@ impl ZitadelUsers for Users {
         answer(
             async {
                 let principal = caller(&request)?;
+                let trace = trace(&request)?;
                 let r = request.into_inner();
                 let user_id = convert::required_id(r.id, "id")?;
                 let email = convert::set_email(r.email)?;
                 let scope = convert::scope(r.instance, r.organization);
                 let outcome = self
                     .state
-                    .add_otp_email(principal, scope, user_id, email)
+                    .add_otp_email(trace, principal, scope, user_id, email)
                     .await?;
                 Ok(AddOtpEmailAuthenticatorResponse {
                     details: Some(convert::details(&outcome.details)),

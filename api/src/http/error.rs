@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use common::error::{Error, Rejection};
+use common::error::{Code, Error, Rejection};
 use serde::Serialize;
 
 /// The error body of every failed call (SPEC 3.6); `code` is the gRPC status code.
@@ -39,33 +39,59 @@ impl ErrorBody {
     }
 }
 
+/// The HTTP status of SPEC 3.6 for a gRPC code.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// An error on its way to the client.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub enum ApiError {
+    /// A domain error: a rejection, answered with its code's status, or a fault.
+    Domain(Error),
+    /// A refusal of the HTTP layer itself, whose status SPEC 3.6 sets apart from its code's
+    /// (405, 413, 415).
+    Http(StatusCode, Rejection),
+}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError(e)
+        ApiError::Domain(e)
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
-        ApiError(Error::Rejected(r))
+        ApiError::Domain(Error::Rejected(r))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.0.is_fault() {
-            tracing::error!(error = %self.0, "request failed");
+        match self {
+            ApiError::Domain(e) => {
+                if e.is_fault() {
+                    tracing::error!(error = %e, "request failed");
+                }
+                let r = e.public();
+                rejection_response(http_status(r.code), &r)
+            }
+            ApiError::Http(status, r) => rejection_response(status, &r),
         }
-        rejection_response(&self.0.public())
     }
 }
 
-pub fn rejection_response(r: &Rejection) -> Response {
-    let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+fn rejection_response(status: StatusCode, r: &Rejection) -> Response {
     let mut response = (status, Json(ErrorBody::of(r))).into_response();
     if let Some(secs) = r.retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())

@@ -6,7 +6,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::auth::{self, Principal};
@@ -58,7 +58,7 @@ pub async fn require_token(
                 axum::body::to_bytes(request.into_body(), BODY_LIMIT),
             )
             .await;
-            let mut response = ApiError(e).into_response();
+            let mut response = ApiError::Domain(e).into_response();
             if !matches!(drained, Ok(Ok(_))) {
                 close_connection(&mut response);
             }
@@ -119,22 +119,26 @@ where
             .map(|v| v.to_str().unwrap_or("").to_owned());
         let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
             .await
-            .map_err(|_| Rejection {
-                http_status: Some(413),
-                ..Rejection::invalid(ids::REQUEST_TOO_LARGE, "Request body is larger than 64 KiB")
+            .map_err(|_| {
+                ApiError::Http(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Rejection::invalid(
+                        ids::REQUEST_TOO_LARGE,
+                        "Request body is larger than 64 KiB",
+                    ),
+                )
             })?;
         if bytes.is_empty() {
             return parse(b"{}").map(JsonBody);
         }
         if !content_type.as_deref().is_some_and(is_json) {
-            return Err(Rejection {
-                http_status: Some(415),
-                ..Rejection::invalid(
+            return Err(ApiError::Http(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Rejection::invalid(
                     ids::REQUEST_CONTENT_TYPE,
                     "Content-Type must be application/json",
-                )
-            }
-            .into());
+                ),
+            ));
         }
         parse(&bytes).map(JsonBody)
     }

@@ -6,18 +6,18 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod routes;
 
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::error::{Code, Rejection};
-use common::metrics::{HttpLabels, RouteLabels};
-use common::trace::TraceParent;
+use common::trace::{TraceContext, TraceParent};
 use rand::Rng;
 use tracing::Instrument;
 
@@ -25,11 +25,6 @@ use crate::state::AppState;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
-
-tokio::task_local! {
-    /// The W3C trace context of the request being served (see `common::trace`).
-    pub static TRACEPARENT: String;
-}
 
 /// The whole application on the API port: the JSON routes, the `grpc` routes (SPEC 4: one
 /// port), the 404 fallback, CORS (before any token check) and the request-id middleware
@@ -54,27 +49,30 @@ pub fn app(state: AppState, grpc: Router, cors: cors::Cors) -> Router {
 /// A known path with a method it does not serve: 405 with the error body every answer has
 /// (code 12, UNIMPLEMENTED, as ZITADEL's gateway answers).
 async fn method_not_allowed() -> Response {
-    error::rejection_response(&Rejection {
-        http_status: Some(405),
-        ..Rejection::new(
+    error::ApiError::Http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Rejection::new(
             Code::Unimplemented,
             "API-M405x",
             "Method not allowed on this route",
-        )
-    })
+        ),
+    )
+    .into_response()
 }
 
 async fn not_found() -> Response {
-    error::rejection_response(&Rejection::new(
-        Code::NotFound,
-        "API-R0uT3",
-        "No such route",
-    ))
+    error::ApiError::from(Rejection::new(Code::NotFound, "API-R0uT3", "No such route"))
+        .into_response()
 }
 
 /// Takes the client's `x-request-id` (if sane) or makes one, runs the request in a span that
-/// carries it, logs the outcome, and returns the id on every response.
-async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// carries it with the request's [`TraceContext`] (an extension the calls that enqueue mail
+/// read), logs the outcome, and returns the id on every response.
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -99,10 +97,11 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
     if let Some(tp) = TraceParent::parse(&traceparent) {
         span.record("trace_id", tp.trace_id.as_str());
     }
+    request
+        .extensions_mut()
+        .insert(TraceContext::new(traceparent));
     let started = Instant::now();
-    let mut response = TRACEPARENT
-        .scope(traceparent, next.run(request).instrument(span.clone()))
-        .await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     if status == 413 {
         // The rest of the body was not read: the connection cannot carry another request.
@@ -116,21 +115,9 @@ async fn request_context(State(state): State<AppState>, request: Request, next: 
             "request served"
         );
     });
-    let method = method.to_string();
     state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route: route.clone(),
-            method: method.clone(),
-            status,
-        })
-        .inc();
-    state
-        .metrics
-        .http_duration
-        .get_or_create(&RouteLabels { route, method })
-        .observe(elapsed.as_secs_f64());
+        .http_metrics
+        .observe(route, method.to_string(), status, elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }

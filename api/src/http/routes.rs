@@ -5,12 +5,14 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use common::commands::{CreateUser, Details};
 use common::domain::{CONTACT_CODE_MAX_LEN, OTP_CODE_MAX_LEN, SubmittedCode};
 use common::error::Rejection;
+use common::trace::TraceContext;
 
 use super::dto::*;
 use super::error::{ApiError, ErrorBody};
@@ -100,6 +102,7 @@ pub fn router() -> Router<AppState> {
 async fn a_set_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     Path(user_id): Path<String>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<EmailRequest>,
@@ -107,7 +110,7 @@ async fn a_set_email(
     let request = body.parse()?;
     let scope = query.merge(body.instance, body.organization);
     let outcome = state
-        .set_contact_email(principal, scope, user_id, request)
+        .set_contact_email(trace, principal, scope, user_id, request)
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -120,13 +123,14 @@ async fn a_set_email(
 async fn b_set_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     Path(user_id): Path<String>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<SetEmailDto>,
 ) -> Answer<CodeResponse<DetailsB>> {
     let request = body.parse("")?;
     let outcome = state
-        .set_contact_email(principal, query.merge(None, None), user_id, request)
+        .set_contact_email(trace, principal, query.merge(None, None), user_id, request)
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -183,11 +187,12 @@ async fn b_verify_email(
 async fn a_resend_email(
     state: State<AppState>,
     principal: Authenticated,
+    trace: Extension<TraceContext>,
     user_id: Path<String>,
     query: ScopeParams,
     body: JsonBody<ResendRequest>,
 ) -> Answer<CodeResponse<DetailsA>> {
-    resend(state, principal, user_id.0, None, query, body).await
+    resend(state, principal, trace, user_id.0, None, query, body).await
 }
 
 #[utoipa::path(post, path = "/resources/v3alpha/users/{id}/email/_resend", tag = "Family B",
@@ -198,11 +203,12 @@ async fn a_resend_email(
 async fn b_resend_email(
     state: State<AppState>,
     principal: Authenticated,
+    trace: Extension<TraceContext>,
     user_id: Path<String>,
     query: ScopeParams,
     body: JsonBody<ResendRequest>,
 ) -> Answer<CodeResponse<DetailsB>> {
-    resend(state, principal, user_id.0, None, query, body).await
+    resend(state, principal, trace, user_id.0, None, query, body).await
 }
 
 #[utoipa::path(post, path = "/v3alpha/users/{userId}/otp_email", tag = "Family A",
@@ -215,6 +221,7 @@ async fn b_resend_email(
 async fn a_add_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     Path(user_id): Path<String>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<EmailRequest>,
@@ -222,7 +229,7 @@ async fn a_add_otp_email(
     let request = body.parse()?;
     let scope = query.merge(body.instance, body.organization);
     let outcome = state
-        .add_otp_email(principal, scope, user_id, request)
+        .add_otp_email(trace, principal, scope, user_id, request)
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -237,13 +244,14 @@ async fn a_add_otp_email(
 async fn b_add_otp_email(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     Path(user_id): Path<String>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<SetEmailDto>,
 ) -> Answer<CodeResponse<DetailsB>> {
     let request = body.parse("")?;
     let outcome = state
-        .add_otp_email(principal, query.merge(None, None), user_id, request)
+        .add_otp_email(trace, principal, query.merge(None, None), user_id, request)
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -308,11 +316,21 @@ async fn b_verify_otp_email(
 async fn a_resend_otp_email(
     state: State<AppState>,
     principal: Authenticated,
+    trace: Extension<TraceContext>,
     Path((user_id, otp_email_id)): Path<(String, String)>,
     query: ScopeParams,
     body: JsonBody<ResendRequest>,
 ) -> Answer<CodeResponse<DetailsA>> {
-    resend(state, principal, user_id, Some(otp_email_id), query, body).await
+    resend(
+        state,
+        principal,
+        trace,
+        user_id,
+        Some(otp_email_id),
+        query,
+        body,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}/_resend", tag = "Family B",
@@ -324,17 +342,28 @@ async fn a_resend_otp_email(
 async fn b_resend_otp_email(
     state: State<AppState>,
     principal: Authenticated,
+    trace: Extension<TraceContext>,
     Path((user_id, otp_email_id)): Path<(String, String)>,
     query: ScopeParams,
     body: JsonBody<ResendRequest>,
 ) -> Answer<CodeResponse<DetailsB>> {
-    resend(state, principal, user_id, Some(otp_email_id), query, body).await
+    resend(
+        state,
+        principal,
+        trace,
+        user_id,
+        Some(otp_email_id),
+        query,
+        body,
+    )
+    .await
 }
 
 /// Resend, for both families and both kinds of address.
 async fn resend<D: for<'a> From<&'a Details>>(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     user_id: String,
     otp_email_id: Option<String>,
     ScopeParams(query): ScopeParams,
@@ -343,7 +372,7 @@ async fn resend<D: for<'a> From<&'a Details>>(
     let delivery = body.parse()?;
     let scope = query.merge(body.instance, body.organization);
     let outcome = state
-        .resend_email_code(principal, scope, user_id, otp_email_id, delivery)
+        .resend_email_code(trace, principal, scope, user_id, otp_email_id, delivery)
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -398,6 +427,7 @@ async fn remove_otp_email<D: for<'a> From<&'a Details>>(
 async fn create_user(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    Extension(trace): Extension<TraceContext>,
     ScopeParams(query): ScopeParams,
     JsonBody(body): JsonBody<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<CreateUserResponse>), ApiError> {
@@ -407,7 +437,7 @@ async fn create_user(
         email: body.email.as_ref().map(|e| e.parse("email.")).transpose()?,
     };
     let scope = query.merge(body.instance, body.organization);
-    let outcome = state.create_user(principal, scope, request).await?;
+    let outcome = state.create_user(trace, principal, scope, request).await?;
     Ok((StatusCode::CREATED, Json(outcome.into())))
 }
 

@@ -1,0 +1,17 @@
+//! The contact email service's mail worker as a library: [`Application`] (build it, then run
+//! it until a shutdown) and the operators' commands. `main.rs` is the thin binary on top;
+//! tests can start an [`Application`] in their own runtime.
+
+pub mod cli;
+mod consumer;
+mod deliver;
+mod health;
+mod mail;
+pub mod mailbox;
+pub mod ops;
+mod retry;
+pub mod run;
+mod store;
+mod transport;
+
+pub use run::Application;
