@@ -1,5 +1,5 @@
 //! The HTTP/JSON surface: routes, extractors, error rendering, and the middleware that gives
-//! every request an id (`x-request-id`) and a span.
+//! every request an id (`x-request-id`, tower-http's request-id layers) and a span.
 
 pub mod cors;
 pub mod dto;
@@ -19,6 +19,9 @@ use axum::response::{IntoResponse, Response};
 use common::error::{Code, Rejection};
 use common::trace::{TraceContext, TraceParent};
 use rand::Rng;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tracing::Instrument;
 
 use crate::state::AppState;
@@ -27,8 +30,9 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 
 /// The whole application on the API port: the JSON routes, the `grpc` routes (SPEC 4: one
-/// port), the 404 fallback, CORS (before any token check) and the request-id middleware
-/// around all of them.
+/// port), the 404 fallback, CORS (before any token check), and around all of them the
+/// request id (a sane `x-request-id` is kept, otherwise one is made; every response carries
+/// it) and the request's span, log line, metrics and trace context.
 pub fn app(state: AppState, grpc: Router, cors: cors::Cors) -> Router {
     Router::new()
         .merge(
@@ -44,6 +48,35 @@ pub fn app(state: AppState, grpc: Router, cors: cors::Cors) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(cors, cors::middleware))
         .layer(axum::middleware::from_fn_with_state(state, request_context))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RandomRequestId))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// Removes an incoming `x-request-id` that is empty, longer than 128 bytes or not visible
+/// ASCII, so [`SetRequestIdLayer`] makes one instead: the id goes into every log line.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// Request ids made here: 32 random hex digits, the shape of a trace id, so a request without
+/// `traceparent` can use its id as its trace id.
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("{:032x}", rand::rng().random::<u128>());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
 }
 
 /// A known path with a method it does not serve: 405 with the error body every answer has
@@ -65,21 +98,19 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Takes the client's `x-request-id` (if sane) or makes one, runs the request in a span that
-/// carries it with the request's [`TraceContext`] (an extension the calls that enqueue mail
-/// read), logs the outcome, and returns the id on every response.
+/// Runs the request in a span that carries its id and its [`TraceContext`] (an extension the
+/// calls that enqueue mail read), logs the outcome and counts it in the HTTP metrics.
 async fn request_context(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -118,10 +149,7 @@ async fn request_context(
     state
         .http_metrics
         .observe(route, method.to_string(), status, elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
-    response.into_response()
+    response
 }
 
 /// The trace context of a request: the caller's `traceparent` is joined; without one, the
@@ -140,8 +168,4 @@ fn request_trace(span: &tracing::Span, request: &Request, request_id: &str) -> S
             .map_or_else(|| request_id.to_owned(), |t| t.trace_id);
         TraceParent::child_of(Some(&trace_id)).header()
     })
-}
-
-fn new_request_id() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
 }
