@@ -8,12 +8,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::{CodeKeys, CodeSpec, UrlTemplate};
 
 /// Parses `500ms`, `30s`, `5m`, `1h` (and combinations such as `1m30s`).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim()).map_err(|e| format!("invalid duration {raw:?}: {e}"))
+}
+
+/// Reads a value that must not show in logs or `Debug` output: a key, or a URL that may
+/// hold a password. It takes `expose_secret()` to read it back.
+pub fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 /// Checks that a URL parses and has one of `schemes`; the error never repeats the value
@@ -80,8 +87,8 @@ impl AmqpArgs {
 pub struct KeyArgs {
     /// Standard base64 of 32 random bytes (make one with `openssl rand -base64 32`); the same
     /// value for api and worker. Required unless DEV_MODE is true.
-    #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true)]
-    pub code_encryption_key: Option<String>,
+    #[arg(long, env = "CODE_ENCRYPTION_KEY", hide_env_values = true, value_parser = secret)]
+    pub code_encryption_key: Option<SecretString>,
 
     /// Comma list of earlier CODE_ENCRYPTION_KEYs: codes and jobs made under them still
     /// verify and send until they expire, so the key can be rotated.
@@ -89,9 +96,10 @@ pub struct KeyArgs {
         long,
         env = "CODE_ENCRYPTION_KEYS_PREVIOUS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub code_encryption_keys_previous: Vec<String>,
+    pub code_encryption_keys_previous: Vec<SecretString>,
 
     /// Development mode: allows running without CODE_ENCRYPTION_KEY on a public built-in
     /// key (with a warning). Never in production.
@@ -111,8 +119,8 @@ impl KeyArgs {
     /// repeats a key.
     pub fn keys(&self) -> Result<CodeKeys, ConfigError> {
         let current = match (&self.code_encryption_key, self.dev_mode) {
-            (Some(k), _) if !k.trim().is_empty() => {
-                CodeKeys::master_from_base64(k).map_err(|m| {
+            (Some(k), _) if !k.expose_secret().trim().is_empty() => {
+                CodeKeys::master_from_base64(k.expose_secret()).map_err(|m| {
                     ConfigError::new(
                         "CODE_ENCRYPTION_KEY",
                         format!("{m} (32 random bytes); {MAKE_A_KEY}"),
@@ -136,8 +144,9 @@ impl KeyArgs {
         let previous = self
             .code_encryption_keys_previous
             .iter()
+            .map(ExposeSecret::expose_secret)
             .filter(|k| !k.trim().is_empty())
-            .map(|k| CodeKeys::master_from_base64(k))
+            .map(CodeKeys::master_from_base64)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| {
                 ConfigError::new(

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs, parse_duration};
+use common::config::{AmqpArgs, CodeArgs, DatabaseArgs, KeyArgs, LogArgs, parse_duration, secret};
 use common::mail_job::{JobState, Purpose};
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,8 +74,8 @@ fn parse_purpose(raw: &str) -> Result<Purpose, String> {
 pub struct DeliveryArgs {
     /// SMTP server (`smtp://host:port`, `smtp://user:pass@host:587?tls=required`,
     /// `smtps://...`); unset: mails are written as .eml files to MAIL_DIR.
-    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    #[arg(long, env = "SMTP_URL", hide_env_values = true, value_parser = secret)]
+    pub smtp_url: Option<SecretString>,
 
     /// PEM bundle of extra CAs trusted for the relay's certificate (besides the system's).
     #[arg(long, env = "SMTP_TLS_CA_FILE")]
@@ -105,7 +106,7 @@ pub struct DeliveryArgs {
 impl DeliveryArgs {
     /// Checked after parsing so that an error never echoes the URL (it may hold a password).
     pub fn validate(&self) -> Result<(), common::config::ConfigError> {
-        match self.smtp_url.as_deref().map(str::trim) {
+        match self.smtp_url.as_ref().map(|u| u.expose_secret().trim()) {
             Some(url) if !url.is_empty() => common::config::check_url(url, &["smtp", "smtps"])
                 .map(|_| ())
                 .map_err(|m| common::config::ConfigError::new("SMTP_URL", m)),

@@ -13,6 +13,7 @@ use common::config::{ConfigError, DatabaseArgs, StartupError};
 use common::db::{self, PgPool};
 use common::metrics::{Metrics, Process};
 use common::shutdown::Shutdown;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -180,8 +181,8 @@ fn mail_transport(
         None => default_helo_name(renderer.sender_domain()),
     };
     MailTransport::new(
-        args.smtp_url.as_deref().map(|url| SmtpSettings {
-            url,
+        args.smtp_url.as_ref().map(|url| SmtpSettings {
+            url: url.expose_secret(),
             ca_file: args.smtp_tls_ca_file.as_deref(),
             helo_name: &helo_name,
             pool_size: u32::from(concurrency),
