@@ -6,6 +6,7 @@ pub mod cli;
 mod consumer;
 mod deliver;
 mod health;
+pub mod i18n;
 mod mail;
 pub mod mailbox;
 pub mod ops;
