@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::scenario::create_user;
 use harness::{Api, Body, Method};
 use serde_json::json;
 
@@ -31,14 +32,8 @@ pub async fn create_users(api: &Api, tag: &str, count: usize, concurrency: usize
                 if i >= count {
                     return made;
                 }
-                let resp = api
-                    .post(
-                        "/v3alpha/users",
-                        json!({ "username": format!("bench-{tag}-{i}") }),
-                    )
-                    .await;
-                assert_eq!(resp.status, 201, "create user {i}: {resp:?}");
-                made.push((i, resp.str_at("/id").to_string()));
+                let body = json!({ "username": format!("bench-{tag}-{i}") });
+                made.push((i, create_user(&api, body).await));
             }
         });
     }

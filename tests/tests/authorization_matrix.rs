@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tests::grpc::{channel, error_detail, with_token};
-use tests::scenario::{Fam, Family, Op, ids};
+use tests::scenario::{Fam, Family, Op, create_user, get_user, ids};
 use tests::{Api, Body, Resp, TestEnv};
 use tonic::transport::Channel;
 
@@ -781,13 +781,6 @@ struct Fixture {
     problems: Vec<String>,
 }
 
-/// `POST /v3alpha/users` with an admin client; the new user's id.
-async fn create_user(admin: &Api, body: Value) -> String {
-    let resp = admin.post("/v3alpha/users", body).await;
-    assert_eq!(resp.status, 201, "fixture: create user: {resp:?}");
-    resp.str_at("/id").to_string()
-}
-
 /// A target user of `org`: verified contact email and verified OTP Email, nothing pending.
 async fn make_target(admin: &Api, kind: TargetKind, instance: &str, org: &str) -> Target {
     let email = format!("{}@matrix.example.com", kind.tag());
@@ -805,15 +798,10 @@ async fn make_target(admin: &Api, kind: TargetKind, instance: &str, org: &str) -
         .await;
     assert_eq!(resp.status, 200, "fixture: add OTP Email: {resp:?}");
     let otp = resp.str_at("/otpEmailId").to_string();
-    let got = admin.get(&format!("/v3alpha/users/{user}")).await;
-    assert_eq!(got.status, 200, "fixture: get user: {got:?}");
-    let u = &got.json["user"];
-    assert_eq!(u["organizationId"], json!(org), "fixture: {got:?}");
-    assert_eq!(
-        u["contact"]["email"]["isVerified"], true,
-        "fixture: {got:?}"
-    );
-    assert_eq!(u["otpEmail"][0]["isVerified"], true, "fixture: {got:?}");
+    let u = get_user(admin, &user).await;
+    assert_eq!(u["organizationId"], json!(org), "fixture: {u}");
+    assert_eq!(u["contact"]["email"]["isVerified"], true, "fixture: {u}");
+    assert_eq!(u["otpEmail"][0]["isVerified"], true, "fixture: {u}");
     Target {
         kind,
         instance: instance.to_string(),

@@ -7,9 +7,9 @@
 
 use prost::Message;
 use serde_json::{Value, json};
-use tests::TestEnv;
 use tests::grpc::web;
 use tests::grpc::{ERROR_DETAIL_TYPE_URL, SERVICE, channel, rpc_status, users_client, with_token};
+use tests::{TestEnv, scenario};
 use tonic::transport::Channel;
 
 use tests::grpc::proto::zitadel::object::v3alpha::{Organization, OwnerType, organization};
@@ -355,22 +355,14 @@ fn remove_otp(user: &str, otp: &str) -> Rpc {
 
 // ---- helpers over JSON -------------------------------------------------------------------------
 
+/// A new user without an email, made over JSON with the admin token.
 async fn create_user(env: &TestEnv) -> String {
-    let created = env
-        .api()
-        .post("/v3alpha/users", json!({}))
-        .await
-        .expect_status(201);
-    created["id"].as_str().unwrap().to_owned()
+    scenario::create_user(&env.api(), json!({})).await
 }
 
+/// The user as `GET /v3alpha/users/{user}` shows it.
 async fn get_user(env: &TestEnv, user: &str) -> Value {
-    env.api()
-        .get(&format!("/v3alpha/users/{user}"))
-        .await
-        .expect_status(200)
-        .json["user"]
-        .clone()
+    scenario::get_user(&env.api(), user).await
 }
 
 fn ok(answer: Answer, what: &str) -> Reply {

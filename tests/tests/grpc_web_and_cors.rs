@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use serde_json::json;
 use tests::grpc::web::{frame, gzip, http1, http2, web_call};
 use tests::grpc::{SERVICE, channel, users_client, with_token};
-use tests::{Role, TestEnv, eventually};
+use tests::{Role, TestEnv, eventually, scenario};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -28,13 +28,9 @@ const EVIL: &str = "https://evil.example";
 
 // ---- clients and requests ----------------------------------------------------------------------
 
+/// A new user without an email, made over JSON with the admin token.
 async fn create_user(env: &TestEnv) -> String {
-    let created = env
-        .api()
-        .post("/v3alpha/users", json!({}))
-        .await
-        .expect_status(201);
-    created["id"].as_str().unwrap().to_owned()
+    scenario::create_user(&env.api(), json!({})).await
 }
 
 /// SetContactEmail returning the code (never rate limited, so any number of calls answer).

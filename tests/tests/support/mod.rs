@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests::{Api, CliOutput, ReceivedMail, Resp, TestEnv, TestEnvBuilder, eventually};
+use tests::{Api, CliOutput, ReceivedMail, Resp, TestEnv, TestEnvBuilder, eventually, scenario};
 
 /// How long a mail or a state change may take in the ordinary case.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -29,13 +29,9 @@ pub fn address(name: &str) -> String {
     format!("{name}@delivery.example.com")
 }
 
-/// `POST /v3alpha/users`; returns the new user's id.
+/// `POST /v3alpha/users` with `username`; returns the new user's id.
 pub async fn create_user(api: &Api, username: &str) -> String {
-    let created = api
-        .post("/v3alpha/users", json!({ "username": username }))
-        .await
-        .expect_status(201);
-    created.str_at("/id").to_owned()
+    scenario::create_user(api, json!({ "username": username })).await
 }
 
 /// `PUT /v3alpha/users/{user}/email` asking for a mailed code (the default); expects 200.
@@ -92,14 +88,10 @@ pub async fn verify(api: &Api, user: &str, code: &str) -> Resp {
 
 /// Whether the user's contact email is verified (`GET /v3alpha/users/{user}`).
 pub async fn is_verified(api: &Api, user: &str) -> bool {
-    let got = api
-        .get(&format!("/v3alpha/users/{user}"))
-        .await
-        .expect_status(200);
-    got.json
-        .pointer("/user/contact/email/isVerified")
+    let got = scenario::get_user(api, user).await;
+    got.pointer("/contact/email/isVerified")
         .and_then(Value::as_bool)
-        .unwrap_or_else(|| panic!("no isVerified in {got:?}"))
+        .unwrap_or_else(|| panic!("no isVerified in {got}"))
 }
 
 /// The contact email code of a mail sent with the default URL template: the `code`
