@@ -24,6 +24,15 @@ const RELAY_BATCH: i64 = 500;
 /// Ids handed over in one publish batch.
 const HANDOFF_BATCH: usize = 256;
 
+/// Records that `job_id` has to be (re)published; the publisher or the relay takes it from
+/// there. Runs in the caller's transaction, with the change that makes the job due.
+pub fn add(conn: &mut PgConnection, job_id: i64) -> QueryResult<()> {
+    diesel::insert_into(outbox::table)
+        .values(outbox::job_id.eq(job_id))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Takes up to `limit` rows older than `grace`, and leases them (their time is moved to now)
 /// so another replica does not take them while they are being published.
 pub fn claim_due(

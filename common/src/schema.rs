@@ -1,6 +1,20 @@
 //! Diesel table definitions, matching `migrations/`. Written by hand from the SQL; keep the
 //! two in step (the migration test in `db.rs` catches drift).
 
+/// Column types of our own. Both are `text` in PostgreSQL; in Rust only
+/// [`crate::mail_job::JobState`] and [`crate::mail_job::Purpose`] can be written to them.
+pub mod sql_types {
+    /// A `text` column holding a [`crate::mail_job::JobState`].
+    #[derive(diesel::query_builder::QueryId, diesel::sql_types::SqlType, Debug, Clone, Copy)]
+    #[diesel(postgres_type(oid = 25, array_oid = 1009))]
+    pub struct JobStateText;
+
+    /// A `text` column holding a [`crate::mail_job::Purpose`].
+    #[derive(diesel::query_builder::QueryId, diesel::sql_types::SqlType, Debug, Clone, Copy)]
+    #[diesel(postgres_type(oid = 25, array_oid = 1009))]
+    pub struct PurposeText;
+}
+
 diesel::table! {
     instances (id) {
         id -> Int8,
@@ -40,10 +54,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::PurposeText;
+
     user_emails (id) {
         id -> Int8,
         user_id -> Int8,
-        purpose -> Text,
+        purpose -> PurposeText,
         address -> Text,
         verified -> Bool,
         code_hash -> Nullable<Bytea>,
@@ -81,18 +98,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::{JobStateText, PurposeText};
+
     mail_jobs (id) {
         id -> Int8,
         instance_id -> Int8,
         org_id -> Int8,
         user_id -> Int8,
         email_id -> Int8,
-        purpose -> Text,
+        purpose -> PurposeText,
         recipient -> Text,
         url_template -> Text,
         code_ciphertext -> Nullable<Bytea>,
         code_expires_at -> Timestamptz,
-        state -> Text,
+        state -> JobStateText,
         attempts -> Int4,
         failed_deliveries -> Int4,
         last_error -> Nullable<Text>,

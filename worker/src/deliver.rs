@@ -10,14 +10,13 @@ use common::amqp::{Outgoing, Publisher, RetryTier, Route};
 use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
-use common::mail_job::{JobState, Purpose};
+use common::mail_job::{self, AttemptOutcome, JobState, MailJob};
 use common::metrics::{Metrics, OutcomeLabels, TierLabels};
 use common::trace::TraceParent;
 use tracing::Instrument;
 
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
-use crate::store::{self, JobRow};
 use crate::transport::{MailTransport, SendFailure, SmtpHealth};
 
 /// How long a claim protects a job from other workers (longer than any one delivery).
@@ -102,18 +101,14 @@ impl Deliverer {
     }
 
     async fn try_deliver(&self, job_id: i64, redelivered: bool) -> Result<Outcome, Error> {
-        let Some(job) = db::run(&self.pool, move |c| Ok(store::load(c, job_id)?)).await? else {
+        let Some(job) = db::run(&self.pool, move |c| Ok(mail_job::load(c, job_id)?)).await? else {
             tracing::warn!("message for an unknown job; dropped");
             return Ok(Outcome::Skipped);
         };
-        let state: JobState = job.state.parse().map_err(Error::Internal)?;
-        if !matches!(
-            state,
-            JobState::Queued | JobState::Retrying | JobState::Sending
-        ) {
+        if !JobState::NOT_YET_SENT.contains(&job.state) {
             return Ok(Outcome::Skipped);
         }
-        if state == JobState::Retrying
+        if job.state == JobState::Retrying
             && let Some(due) = job.next_attempt_at
             && let Ok(wait) = (due - Utc::now()).to_std()
             && wait > EARLY_SLACK
@@ -123,14 +118,14 @@ impl Deliverer {
             return Ok(Outcome::Parked);
         }
         let Some(job) = db::run(&self.pool, move |c| {
-            Ok(store::claim(c, job_id, redelivered, LEASE)?)
+            Ok(mail_job::claim(c, job_id, redelivered, LEASE)?)
         })
         .await?
         else {
             return Ok(Outcome::Skipped);
         };
         if job.code_expires_at <= Utc::now() {
-            db::run(&self.pool, move |c| Ok(store::mark_expired(c, job_id)?)).await?;
+            db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, job_id)?)).await?;
             self.count("expired");
             return Ok(Outcome::Expired);
         }
@@ -141,16 +136,15 @@ impl Deliverer {
         self.send(&job, &message).await
     }
 
-    fn build(&self, job: &JobRow) -> Result<lettre::Message, String> {
+    fn build(&self, job: &MailJob) -> Result<lettre::Message, String> {
         let ciphertext = job
             .code_ciphertext
             .as_deref()
             .ok_or_else(|| "the job has no code any more".to_string())?;
         let code = self.keys.decrypt(job.id, ciphertext)?;
-        let purpose: Purpose = job.purpose.parse()?;
         self.renderer.render(&MailInput {
             job_id: job.id,
-            purpose,
+            purpose: job.purpose,
             recipient: &job.recipient,
             user_id: job.user_id,
             org_id: job.org_id,
@@ -164,7 +158,7 @@ impl Deliverer {
     /// A delivery that ends without the mail counts once against `MAIL_MAX_ATTEMPTS`,
     /// however many quick tries it made; a fault of the worker's own configuration never
     /// counts and never fails the job.
-    async fn send(&self, job: &JobRow, message: &lettre::Message) -> Result<Outcome, Error> {
+    async fn send(&self, job: &MailJob, message: &lettre::Message) -> Result<Outcome, Error> {
         let mut quick = self.retry.quick();
         let mut tries = 0;
         loop {
@@ -175,15 +169,15 @@ impl Deliverer {
             let elapsed = started.elapsed();
             self.smtp_health.record(&result);
             let (outcome, reply) = match &result {
-                Ok(reply) => ("sent", reply.as_str()),
-                Err(SendFailure::Transient(r)) => ("transient", r.as_str()),
-                Err(SendFailure::Permanent(r)) => ("permanent", r.as_str()),
-                Err(SendFailure::Configuration(r)) => ("configuration", r.as_str()),
+                Ok(reply) => (AttemptOutcome::Sent, reply.as_str()),
+                Err(SendFailure::Transient(r)) => (AttemptOutcome::Transient, r.as_str()),
+                Err(SendFailure::Permanent(r)) => (AttemptOutcome::Permanent, r.as_str()),
+                Err(SendFailure::Configuration(r)) => (AttemptOutcome::Configuration, r.as_str()),
             };
             let id = job.id;
             let reply_owned = reply.to_owned();
             let now = db::run(&self.pool, move |c| {
-                Ok(store::record_attempt(
+                Ok(mail_job::record_attempt(
                     c,
                     id,
                     at,
@@ -193,19 +187,19 @@ impl Deliverer {
                 )?)
             })
             .await?;
-            self.count(outcome);
+            self.count(outcome.as_str());
             if result.is_err() && !now.held {
                 // Superseded or cancelled while this attempt ran: its code is void.
                 return Ok(Outcome::Skipped);
             }
             if result.is_err() && now.code_expired {
-                db::run(&self.pool, move |c| Ok(store::mark_expired(c, id)?)).await?;
+                db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, id)?)).await?;
                 self.count("expired");
                 return Ok(Outcome::Expired);
             }
             match result {
                 Ok(_) => {
-                    db::run(&self.pool, move |c| Ok(store::mark_sent(c, id)?)).await?;
+                    db::run(&self.pool, move |c| Ok(mail_job::mark_sent(c, id)?)).await?;
                     let latency = (Utc::now() - job.created_at).to_std().unwrap_or_default();
                     self.metrics.delivery_latency.observe(latency.as_secs_f64());
                     return Ok(Outcome::Sent);
@@ -237,7 +231,7 @@ impl Deliverer {
     /// budget.
     async fn schedule_retry(
         &self,
-        job: &JobRow,
+        job: &MailJob,
         failed: u32,
         reply: &str,
         count: bool,
@@ -248,7 +242,7 @@ impl Deliverer {
         let id = job.id;
         let reply = reply.to_owned();
         let held = db::run(&self.pool, move |c| {
-            Ok(store::mark_retrying(c, id, next, &reply, count)?)
+            Ok(mail_job::mark_retrying(c, id, next, &reply, count)?)
         })
         .await?;
         if held == 0 {
@@ -276,7 +270,7 @@ impl Deliverer {
     }
 
     /// Publishes the job to the delay tier for `delay`.
-    async fn park(&self, job: &JobRow, delay: Duration) -> Result<(), Error> {
+    async fn park(&self, job: &MailJob, delay: Duration) -> Result<(), Error> {
         let tier = RetryTier::for_delay(delay);
         let confirmed = self
             .publisher
@@ -293,10 +287,10 @@ impl Deliverer {
     }
 
     /// `failed`, with the reason; its message goes to the dead-letter queue for inspection.
-    async fn fail(&self, job: &JobRow, reason: &str) -> Result<Outcome, Error> {
+    async fn fail(&self, job: &MailJob, reason: &str) -> Result<Outcome, Error> {
         let id = job.id;
         let why = reason.to_owned();
-        let held = db::run(&self.pool, move |c| Ok(store::mark_failed(c, id, &why)?)).await?;
+        let held = db::run(&self.pool, move |c| Ok(mail_job::mark_failed(c, id, &why)?)).await?;
         if held == 0 {
             return Ok(Outcome::Skipped);
         }
@@ -310,6 +304,6 @@ impl Deliverer {
 }
 
 /// The message that carries a job on, with the trace context of the request that made it.
-fn outgoing(job: &JobRow) -> Outgoing {
+fn outgoing(job: &MailJob) -> Outgoing {
     Outgoing::new(job.id, job.trace_context.clone())
 }

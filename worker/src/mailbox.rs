@@ -10,8 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::mail_job::{JobState, Purpose};
-use common::schema::mail_jobs;
+use common::mail_job::{self, JobState, Purpose};
 use diesel::prelude::*;
 
 use crate::cli::MailCodeArgs;
@@ -31,17 +30,11 @@ pub fn code(args: &MailCodeArgs) -> Result<String, String> {
         if file.exists() {
             return code_of(&file);
         }
-        let state: String = mail_jobs::table
-            .find(job)
-            .select(mail_jobs::state)
-            .first(&mut conn)
-            .map_err(|e| e.to_string())?;
-        if let Ok(state) = state.parse::<JobState>()
-            && !matches!(
-                state,
-                JobState::Queued | JobState::Sending | JobState::Retrying | JobState::Sent
-            )
-        {
+        let state = mail_job::state_of(&mut conn, job).map_err(|e| e.to_string())?;
+        if !matches!(
+            state,
+            JobState::Queued | JobState::Sending | JobState::Retrying | JobState::Sent
+        ) {
             return Err(format!(
                 "the newest mail to {} is {state}: no code",
                 args.to
@@ -63,21 +56,7 @@ fn newest_job(
     to: &str,
     purpose: Option<Purpose>,
 ) -> Result<Option<i64>, String> {
-    let mut query = mail_jobs::table
-        .filter(
-            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
-                .bind::<diesel::sql_types::Text, _>(to.trim())
-                .sql(")"),
-        )
-        .order((mail_jobs::created_at.desc(), mail_jobs::id.desc()))
-        .select(mail_jobs::id)
-        .into_boxed();
-    if let Some(p) = purpose {
-        query = query.filter(mail_jobs::purpose.eq(p.as_str()));
-    }
-    query
-        .first(conn)
-        .optional()
+    mail_job::newest_to(conn, to.trim(), purpose)
         .map_err(|e| format!("cannot read the mail jobs: {e}"))
 }
 

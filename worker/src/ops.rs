@@ -4,33 +4,18 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use common::amqp::{Outgoing, Publisher};
 use common::commands::{Commands, RefreshRefused};
 use common::error::Error;
-use common::mail_job::{self, JobState};
-use common::schema::{mail_attempts, mail_jobs, users};
+use common::mail_job::{self, JobFilter, JobState, JobSummary, ReplayCandidate};
+use common::schema::users;
 use common::time::rfc3339_ms;
 use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{ListArgs, ReplayArgs};
-
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = mail_jobs)]
-struct JobSummary {
-    id: i64,
-    user_id: i64,
-    purpose: String,
-    recipient: String,
-    state: String,
-    attempts: i32,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    next_attempt_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,9 +37,9 @@ impl From<JobSummary> for JobJson {
         JobJson {
             id: j.id.to_string(),
             user_id: j.user_id.to_string(),
-            purpose: j.purpose,
+            purpose: j.purpose.to_string(),
             recipient: j.recipient,
-            state: j.state,
+            state: j.state.to_string(),
             attempts: j.attempts,
             last_error: j.last_error,
             created_at: rfc3339_ms(j.created_at),
@@ -71,26 +56,13 @@ fn connect(url: &str) -> Result<PgConnection, String> {
 /// `worker jobs list`.
 pub fn list(args: &ListArgs) -> Result<String, String> {
     let mut conn = connect(&args.database.database_url)?;
-    let mut query = mail_jobs::table
-        .select(JobSummary::as_select())
-        .into_boxed();
-    if let Some(state) = args.status {
-        query = query.filter(mail_jobs::state.eq(state.as_str()));
-    }
-    if let Some(user) = args.user {
-        query = query.filter(mail_jobs::user_id.eq(user));
-    }
-    if let Some(since) = args.since {
-        query = query.filter(mail_jobs::created_at.ge(since.0));
-    }
-    if let Some(until) = args.until {
-        query = query.filter(mail_jobs::created_at.lt(until.0));
-    }
-    let jobs: Vec<JobSummary> = query
-        .order((mail_jobs::created_at.desc(), mail_jobs::id.desc()))
-        .limit(args.limit)
-        .load(&mut conn)
-        .map_err(|e| e.to_string())?;
+    let filter = JobFilter {
+        state: args.status,
+        user_id: args.user,
+        since: args.since.map(|s| s.0),
+        until: args.until.map(|u| u.0),
+    };
+    let jobs = mail_job::list(&mut conn, filter, args.limit).map_err(|e| e.to_string())?;
     if args.json {
         let out: Vec<JobJson> = jobs.into_iter().map(JobJson::from).collect();
         return serde_json::to_string_pretty(&out).map_err(|e| e.to_string());
@@ -103,8 +75,8 @@ pub fn list(args: &ListArgs) -> Result<String, String> {
         out.push_str(&format!(
             "{:<20} {:<11} {:<14} {:>8}  {:<24} {:<32} {}\n",
             j.id,
-            j.state,
-            j.purpose,
+            j.state.as_str(),
+            j.purpose.as_str(),
             j.attempts,
             rfc3339_ms(j.created_at),
             j.recipient,
@@ -120,32 +92,16 @@ pub fn show(database_url: &str, raw_id: &str, as_json: bool) -> Result<Option<St
         return Ok(None);
     };
     let mut conn = connect(database_url)?;
-    let Some(job) = mail_jobs::table
-        .find(id)
-        .select(JobSummary::as_select())
-        .first(&mut conn)
-        .optional()
-        .map_err(|e| e.to_string())?
-    else {
+    let Some(job) = mail_job::summary(&mut conn, id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let history: Vec<(DateTime<Utc>, String, Option<String>, i32)> = mail_attempts::table
-        .filter(mail_attempts::job_id.eq(id))
-        .order(mail_attempts::id.asc())
-        .select((
-            mail_attempts::at,
-            mail_attempts::outcome,
-            mail_attempts::smtp_reply,
-            mail_attempts::duration_ms,
-        ))
-        .load(&mut conn)
-        .map_err(|e| e.to_string())?;
+    let history = mail_job::attempts(&mut conn, id).map_err(|e| e.to_string())?;
     if as_json {
         let mut value = serde_json::to_value(JobJson::from(job)).map_err(|e| e.to_string())?;
         value["history"] = history
             .into_iter()
-            .map(|(at, outcome, reply, ms)| {
-                json!({ "at": rfc3339_ms(at), "outcome": outcome, "smtpReply": reply, "durationMs": ms })
+            .map(|a| {
+                json!({ "at": rfc3339_ms(a.at), "outcome": a.outcome, "smtpReply": a.smtp_reply, "durationMs": a.duration_ms })
             })
             .collect();
         return serde_json::to_string_pretty(&value)
@@ -181,13 +137,13 @@ pub fn show(database_url: &str, raw_id: &str, as_json: bool) -> Result<Option<St
     if history.is_empty() {
         out.push_str("  (no attempts)\n");
     }
-    for (at, outcome, reply, ms) in history {
+    for a in history {
         out.push_str(&format!(
             "  {}  {:<10} {:>6} ms  {}\n",
-            rfc3339_ms(at),
-            outcome,
-            ms,
-            reply.unwrap_or_default().replace('\n', " ")
+            rfc3339_ms(a.at),
+            a.outcome,
+            a.duration_ms,
+            a.smtp_reply.unwrap_or_default().replace('\n', " ")
         ));
     }
     Ok(Some(out.trim_end().to_owned()))
@@ -200,31 +156,19 @@ enum Decision {
     Skip(&'static str),
 }
 
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = mail_jobs)]
-struct ReplayCandidate {
-    id: i64,
-    user_id: i64,
-    email_id: i64,
-    state: String,
-    code_ciphertext: Option<Vec<u8>>,
-    code_expires_at: DateTime<Utc>,
-}
-
 fn decide(
     commands: &Commands,
     conn: &mut PgConnection,
     job: &ReplayCandidate,
     refresh_code: bool,
 ) -> Result<Decision, Error> {
-    let state: JobState = job.state.parse().map_err(Error::Internal)?;
     let user_deleted: bool = diesel::select(diesel::dsl::not(diesel::dsl::exists(
         users::table
             .filter(users::id.eq(job.user_id))
             .filter(users::deleted_at.is_null()),
     )))
     .get_result(conn)?;
-    let decision = match state {
+    let decision = match job.state {
         JobState::Sent => Decision::Skip("sent"),
         JobState::Superseded => Decision::Skip("superseded"),
         _ if user_deleted => Decision::Skip("user deleted"),
@@ -272,12 +216,7 @@ fn requeue(
     refresh: bool,
 ) -> Result<Option<&'static str>, Error> {
     conn.transaction(|conn| {
-        let state: String = mail_jobs::table
-            .find(job_id)
-            .select(mail_jobs::state)
-            .for_update()
-            .first(conn)?;
-        if state != JobState::Failed.as_str() && state != JobState::Expired.as_str() {
+        if !mail_job::lock_for_replay(conn, job_id)? {
             return Ok(Some("not failed"));
         }
         if refresh {
@@ -287,16 +226,7 @@ fn requeue(
                 Err(RefreshRefused::Superseded) => return Ok(Some("superseded")),
             }
         }
-        diesel::update(mail_jobs::table.find(job_id))
-            .set((
-                mail_jobs::state.eq(JobState::Queued.as_str()),
-                mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
-                mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
-                mail_jobs::failed_deliveries.eq(0),
-                mail_jobs::updated_at.eq(Utc::now()),
-            ))
-            .execute(conn)?;
-        mail_job::add_to_outbox(conn, job_id)?;
+        mail_job::requeue_for_replay(conn, job_id)?;
         Ok(None)
     })
 }
@@ -318,32 +248,19 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
         common::db::run(&pool, move |conn| {
             if failed {
                 // With --refresh-code, jobs that expired unsent are worth a new code too.
-                let states: &[&str] = if refresh_code {
-                    &["failed", "expired"]
+                let states: &[JobState] = if refresh_code {
+                    &JobState::REPLAYABLE
                 } else {
-                    &["failed"]
+                    &[JobState::Failed]
                 };
-                let mut q = mail_jobs::table
-                    .filter(mail_jobs::state.eq_any(states))
-                    .select(ReplayCandidate::as_select())
-                    .into_boxed();
-                if let Some(s) = since {
-                    q = q.filter(mail_jobs::created_at.ge(s));
-                }
-                if let Some(u) = until {
-                    q = q.filter(mail_jobs::created_at.lt(u));
-                }
-                return Ok((q.order(mail_jobs::id.asc()).load(conn)?, Vec::new()));
+                let found = mail_job::replay_candidates(conn, states, since, until)?;
+                return Ok((found, Vec::new()));
             }
             let mut found = Vec::new();
             let mut unknown = Vec::new();
             for raw in ids {
                 let row = match raw.trim().parse::<i64>() {
-                    Ok(id) => mail_jobs::table
-                        .find(id)
-                        .select(ReplayCandidate::as_select())
-                        .first(conn)
-                        .optional()?,
+                    Ok(id) => mail_job::replay_candidate(conn, id)?,
                     Err(_) => None,
                 };
                 match row {

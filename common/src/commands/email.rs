@@ -158,7 +158,7 @@ impl Commands {
             |conn, user, now| {
                 let registered: i64 = user_emails::table
                     .filter(user_emails::user_id.eq(user.id))
-                    .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                    .filter(user_emails::purpose.eq(Purpose::OtpEmail))
                     .count()
                     .get_result(conn)?;
                 if registered >= i64::from(self.policy.otp_email_max_per_user) {
@@ -175,7 +175,7 @@ impl Commands {
                 let duplicate: bool = diesel::select(diesel::dsl::exists(
                     user_emails::table
                         .filter(user_emails::user_id.eq(user.id))
-                        .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                        .filter(user_emails::purpose.eq(Purpose::OtpEmail))
                         .filter(
                             diesel::dsl::sql::<diesel::sql_types::Bool>("lower(address) = lower(")
                                 .bind::<diesel::sql_types::Text, _>(request.address.as_str())
@@ -529,7 +529,7 @@ pub(super) fn contact_row(
 ) -> Result<Option<EmailRow>, Error> {
     Ok(user_emails::table
         .filter(user_emails::user_id.eq(user_id))
-        .filter(user_emails::purpose.eq(Purpose::ContactEmail.as_str()))
+        .filter(user_emails::purpose.eq(Purpose::ContactEmail))
         .select(EmailRow::as_select())
         .first(conn)
         .optional()?)
@@ -552,7 +552,7 @@ fn target_row(
             let row = user_emails::table
                 .filter(user_emails::id.eq(id))
                 .filter(user_emails::user_id.eq(user.id))
-                .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+                .filter(user_emails::purpose.eq(Purpose::OtpEmail))
                 .select(EmailRow::as_select())
                 .first(conn)
                 .optional()?;
@@ -573,7 +573,7 @@ fn insert_email(
     Ok(diesel::insert_into(user_emails::table)
         .values((
             user_emails::user_id.eq(user_id),
-            user_emails::purpose.eq(purpose.as_str()),
+            user_emails::purpose.eq(purpose),
             user_emails::address.eq(address),
             user_emails::verified.eq(verified),
             user_emails::created_at.eq(now),
@@ -622,7 +622,6 @@ impl Commands {
         conn: &mut PgConnection,
         job_id: i64,
     ) -> Result<Result<(), RefreshRefused>, Error> {
-        use crate::schema::mail_jobs;
         let (user, row, purpose) = match refresh_target(conn, job_id, true)? {
             Ok(found) => found,
             Err(refused) => return Ok(Err(refused)),
@@ -644,13 +643,7 @@ impl Commands {
                 user_emails::updated_at.eq(now),
             ))
             .execute(conn)?;
-        diesel::update(mail_jobs::table.find(job_id))
-            .set((
-                mail_jobs::code_ciphertext.eq(Some(self.keys.encrypt(job_id, &code))),
-                mail_jobs::code_expires_at.eq(expires),
-                mail_jobs::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+        mail_job::replace_code(conn, &self.keys, job_id, &code, expires, now)?;
         mail_job::supersede_unsent(conn, row.id, Some(job_id), now)?;
         let target = match purpose {
             Purpose::ContactEmail => EmailTarget::ContactEmail,
@@ -710,17 +703,13 @@ fn refresh_target(
     job_id: i64,
     lock: bool,
 ) -> Result<Result<(UserRow, EmailRow, Purpose), RefreshRefused>, Error> {
-    use crate::schema::{mail_jobs, users};
-    let (user_id, email_id, purpose, recipient): (i64, i64, String, String) = mail_jobs::table
-        .find(job_id)
-        .select((
-            mail_jobs::user_id,
-            mail_jobs::email_id,
-            mail_jobs::purpose,
-            mail_jobs::recipient,
-        ))
-        .first(conn)?;
-    let purpose: Purpose = purpose.parse().map_err(Error::Internal)?;
+    use crate::schema::users;
+    let mail_job::Addressee {
+        user_id,
+        email_id,
+        purpose,
+        recipient,
+    } = mail_job::addressee(conn, job_id)?;
     let query = users::table
         .filter(users::id.eq(user_id))
         .filter(users::deleted_at.is_null())

@@ -157,7 +157,7 @@ impl Commands {
         let contact = contact_row(conn, user.id)?;
         let otp: Vec<(i64, String, bool, DateTime<Utc>)> = user_emails::table
             .filter(user_emails::user_id.eq(user.id))
-            .filter(user_emails::purpose.eq(Purpose::OtpEmail.as_str()))
+            .filter(user_emails::purpose.eq(Purpose::OtpEmail))
             .select((
                 user_emails::id,
                 user_emails::address,

@@ -1,0 +1,363 @@
+//! Every state move of a mail job, named after what happened (the diagram is on
+//! [`JobState`]). Each move is an UPDATE conditional on the states it may start from, so two
+//! processes that race for a job cannot both move it: a second delivery of one message finds
+//! the job claimed or finished (DESIGN decision 3), a worker whose job was superseded
+//! meanwhile moves nothing.
+//!
+//! The commands enqueue, supersede and cancel inside their own transaction; the worker
+//! claims, records attempts and finishes; the ops CLI requeues for replay.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::{AttemptOutcome, JobState, MailJob, Purpose};
+use crate::db::next_id;
+use crate::domain::{CodeKeys, UrlTemplate};
+use crate::outbox;
+use crate::schema::{mail_attempts, mail_jobs};
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub instance_id: i64,
+    pub org_id: i64,
+    pub user_id: i64,
+    pub email_id: i64,
+    pub purpose: Purpose,
+    pub recipient: &'a str,
+    pub url_template: &'a UrlTemplate,
+    pub code: &'a str,
+    pub code_expires_at: DateTime<Utc>,
+}
+
+/// Inserts the job `queued` (its code encrypted) and its outbox row; returns the job id.
+/// Runs in the caller's transaction.
+pub fn enqueue(
+    conn: &mut PgConnection,
+    keys: &CodeKeys,
+    job: NewJob<'_>,
+    now: DateTime<Utc>,
+) -> QueryResult<i64> {
+    let id = next_id(conn)?;
+    diesel::insert_into(mail_jobs::table)
+        .values((
+            mail_jobs::id.eq(id),
+            mail_jobs::instance_id.eq(job.instance_id),
+            mail_jobs::org_id.eq(job.org_id),
+            mail_jobs::user_id.eq(job.user_id),
+            mail_jobs::email_id.eq(job.email_id),
+            mail_jobs::purpose.eq(job.purpose),
+            mail_jobs::recipient.eq(job.recipient),
+            mail_jobs::url_template.eq(job.url_template.as_str()),
+            mail_jobs::code_ciphertext.eq(Some(keys.encrypt(id, job.code))),
+            mail_jobs::code_expires_at.eq(job.code_expires_at),
+            mail_jobs::state.eq(JobState::Queued),
+            mail_jobs::trace_context.eq(crate::trace::current()),
+            mail_jobs::created_at.eq(now),
+            mail_jobs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    outbox::add(conn, id)?;
+    Ok(id)
+}
+
+/// Marks the unsent jobs of an address `superseded` (a newer code, a verified or removed
+/// address) and wipes their codes. `by` is the newer job, if any; it is left alone.
+pub fn supersede_unsent(
+    conn: &mut PgConnection,
+    email_id: i64,
+    by: Option<i64>,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::email_id.eq(email_id))
+            .filter(mail_jobs::state.eq_any(JobState::NOT_YET_SENT))
+            .filter(mail_jobs::id.ne(by.unwrap_or(0))),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Superseded),
+        mail_jobs::superseded_by.eq(by),
+        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+/// Cancels every unsent job of a deleted user.
+pub fn cancel_unsent_for_user(
+    conn: &mut PgConnection,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::user_id.eq(user_id))
+            .filter(mail_jobs::state.eq_any(JobState::NOT_YET_SENT)),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Cancelled),
+        mail_jobs::last_error.eq(Some("user deleted")),
+        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+/// Takes the job for sending: from `queued` or `retrying`, or from `sending` when the
+/// previous holder's lease ran out or the broker redelivered its message (the holder died).
+pub fn claim(
+    conn: &mut PgConnection,
+    id: i64,
+    redelivered: bool,
+    lease: Duration,
+) -> QueryResult<Option<MailJob>> {
+    let now = Utc::now();
+    let lease_until =
+        now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
+    let stale_sending =
+        mail_jobs::state
+            .eq(JobState::Sending)
+            .and(
+                mail_jobs::lease_until
+                    .lt(now)
+                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                        if redelivered { "true" } else { "false" },
+                    )),
+            );
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::id.eq(id))
+            .filter(mail_jobs::state.eq_any(JobState::UNSENT).or(stale_sending)),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Sending),
+        mail_jobs::lease_until.eq(Some(lease_until)),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .returning(MailJob::as_returning())
+    .get_result(conn)
+    .optional()
+}
+
+/// The job as it stands after an attempt was recorded: another process may have superseded
+/// or cancelled it meanwhile, and its code may have expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterAttempt {
+    /// Still held by this worker (`sending`).
+    pub held: bool,
+    pub code_expired: bool,
+}
+
+/// Appends an attempt to the history and counts it.
+pub fn record_attempt(
+    conn: &mut PgConnection,
+    id: i64,
+    at: DateTime<Utc>,
+    outcome: AttemptOutcome,
+    reply: &str,
+    duration: Duration,
+) -> QueryResult<AfterAttempt> {
+    conn.transaction(|conn| {
+        diesel::insert_into(mail_attempts::table)
+            .values((
+                mail_attempts::job_id.eq(id),
+                mail_attempts::at.eq(at),
+                mail_attempts::outcome.eq(outcome.as_str()),
+                mail_attempts::smtp_reply.eq(Some(truncate(reply))),
+                mail_attempts::duration_ms.eq(duration.as_millis().min(i32::MAX as u128) as i32),
+            ))
+            .execute(conn)?;
+        let (state, expires): (JobState, DateTime<Utc>) = diesel::update(mail_jobs::table.find(id))
+            .set(mail_jobs::attempts.eq(mail_jobs::attempts + 1))
+            .returning((mail_jobs::state, mail_jobs::code_expires_at))
+            .get_result(conn)?;
+        Ok(AfterAttempt {
+            held: state == JobState::Sending,
+            code_expired: expires <= Utc::now(),
+        })
+    })
+}
+
+/// Keeps replies readable and bounded in the database.
+fn truncate(reply: &str) -> String {
+    reply.chars().take(1000).collect()
+}
+
+/// The SMTP server accepted the mail: `sent`, even if the job was superseded or cancelled
+/// while the mail was on its way (it did go out).
+pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
+    let now = Utc::now();
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::id.eq(id))
+            .filter(mail_jobs::state.eq_any([
+                JobState::Sending,
+                JobState::Superseded,
+                JobState::Cancelled,
+            ])),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Sent),
+        mail_jobs::last_error.eq(None::<String>),
+        mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
+        mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
+        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
+        mail_jobs::sent_at.eq(Some(now)),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+/// A delivery ended without the mail but may be tried again at `next_attempt_at`; with
+/// `count_delivery` it uses one of the job's `MAIL_MAX_ATTEMPTS`. 0 when the job is no
+/// longer held.
+pub fn mark_retrying(
+    conn: &mut PgConnection,
+    id: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_error: &str,
+    count_delivery: bool,
+) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let moved = finish(
+            conn,
+            id,
+            JobState::Retrying,
+            Some(last_error),
+            Some(next_attempt_at),
+            false,
+        )?;
+        if moved > 0 && count_delivery {
+            diesel::update(mail_jobs::table.find(id))
+                .set(mail_jobs::failed_deliveries.eq(mail_jobs::failed_deliveries + 1))
+                .execute(conn)?;
+        }
+        Ok(moved)
+    })
+}
+
+/// Failed: the code is kept (encrypted) so that a replay can still send it while valid.
+pub fn mark_failed(conn: &mut PgConnection, id: i64, last_error: &str) -> QueryResult<usize> {
+    finish(conn, id, JobState::Failed, Some(last_error), None, false)
+}
+
+/// The code expired before the mail went out: no use sending it; the code is wiped.
+pub fn mark_expired(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
+    finish(conn, id, JobState::Expired, Some("expired"), None, true)
+}
+
+/// Moves a job this worker holds (`sending`) to its next state; 0 rows when it is no longer
+/// held (superseded or cancelled meanwhile).
+fn finish(
+    conn: &mut PgConnection,
+    id: i64,
+    state: JobState,
+    last_error: Option<&str>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    wipe_code: bool,
+) -> QueryResult<usize> {
+    let now = Utc::now();
+    let target = mail_jobs::table
+        .filter(mail_jobs::id.eq(id))
+        .filter(mail_jobs::state.eq(JobState::Sending));
+    let common = (
+        mail_jobs::state.eq(state),
+        mail_jobs::last_error.eq(last_error.map(truncate)),
+        mail_jobs::next_attempt_at.eq(next_attempt_at),
+        mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
+        mail_jobs::updated_at.eq(now),
+    );
+    if wipe_code {
+        diesel::update(target)
+            .set((common, mail_jobs::code_ciphertext.eq(None::<Vec<u8>>)))
+            .execute(conn)
+    } else {
+        diesel::update(target).set(common).execute(conn)
+    }
+}
+
+/// Locks a job until the end of the transaction and says whether a replay may take it
+/// (`failed` or `expired`). The replay's other moves ([`replace_code`],
+/// [`requeue_for_replay`]) follow under this lock.
+pub fn lock_for_replay(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    let state: JobState = mail_jobs::table
+        .find(id)
+        .select(mail_jobs::state)
+        .for_update()
+        .first(conn)?;
+    Ok(JobState::REPLAYABLE.contains(&state))
+}
+
+/// Gives a job a new code (encrypted) and its expiry, for a replay with `--refresh-code`.
+pub fn replace_code(
+    conn: &mut PgConnection,
+    keys: &CodeKeys,
+    id: i64,
+    code: &str,
+    code_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::update(mail_jobs::table.find(id))
+        .set((
+            mail_jobs::code_ciphertext.eq(Some(keys.encrypt(id, code))),
+            mail_jobs::code_expires_at.eq(code_expires_at),
+            mail_jobs::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// A replayed job goes back to `queued` with a fresh delivery budget, and gets an outbox row
+/// (the job id and its history are kept). Call under [`lock_for_replay`]'s lock.
+pub fn requeue_for_replay(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
+    diesel::update(mail_jobs::table.find(id))
+        .set((
+            mail_jobs::state.eq(JobState::Queued),
+            mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
+            mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
+            mail_jobs::failed_deliveries.eq(0),
+            mail_jobs::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)?;
+    outbox::add(conn, id)
+}
+
+/// Jobs that should be moving but have no message any more (a message dead-lettered by the
+/// broker's delivery limit, a lease that ran out): they get an outbox row again. Each is
+/// touched at most once per `quiet` so a long backlog is not republished over and over.
+pub fn requeue_stranded(conn: &mut PgConnection, quiet: Duration) -> QueryResult<Vec<i64>> {
+    use crate::schema::sql_types::JobStateText;
+    use diesel::sql_types::{Array, BigInt, Double};
+
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    conn.transaction(|conn| {
+        let ids: Vec<i64> = diesel::sql_query(
+            "UPDATE mail_jobs SET updated_at = now() WHERE id IN ( \
+               SELECT id FROM mail_jobs \
+               WHERE ((state = ANY($2) \
+                       AND coalesce(next_attempt_at, updated_at) < now() - make_interval(secs => $1) \
+                       AND updated_at < now() - make_interval(secs => $1)) \
+                  OR (state = $3 AND lease_until < now() - make_interval(secs => $1))) \
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = mail_jobs.id) \
+               ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) \
+             RETURNING id",
+        )
+        .bind::<Double, _>(quiet.as_secs_f64())
+        .bind::<Array<JobStateText>, _>(&JobState::UNSENT[..])
+        .bind::<JobStateText, _>(JobState::Sending)
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+        for id in &ids {
+            outbox::add(conn, *id)?;
+        }
+        Ok(ids)
+    })
+}

@@ -1,0 +1,277 @@
+//! Reading mail jobs: the worker's view of one job, the operators' list and history, the
+//! candidates of a replay, and what the resend limits count.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::{JobState, Purpose};
+use crate::schema::{mail_attempts, mail_jobs};
+
+/// A job as the worker reads it to deliver it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mail_jobs)]
+pub struct MailJob {
+    pub id: i64,
+    pub org_id: i64,
+    pub user_id: i64,
+    pub purpose: Purpose,
+    pub recipient: String,
+    pub url_template: String,
+    pub code_ciphertext: Option<Vec<u8>>,
+    pub code_expires_at: DateTime<Utc>,
+    pub state: JobState,
+    pub attempts: i32,
+    /// Deliveries that ended without the mail since the job was made or last replayed
+    /// (what MAIL_MAX_ATTEMPTS limits).
+    pub failed_deliveries: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub trace_context: Option<String>,
+}
+
+pub fn load(conn: &mut PgConnection, id: i64) -> QueryResult<Option<MailJob>> {
+    mail_jobs::table
+        .find(id)
+        .select(MailJob::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The state of a job (an unknown id is `NotFound`).
+pub fn state_of(conn: &mut PgConnection, id: i64) -> QueryResult<JobState> {
+    mail_jobs::table
+        .find(id)
+        .select(mail_jobs::state)
+        .first(conn)
+}
+
+/// A job as `worker jobs list` and `jobs show` print it. Never the code.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = mail_jobs)]
+pub struct JobSummary {
+    pub id: i64,
+    pub user_id: i64,
+    pub purpose: Purpose,
+    pub recipient: String,
+    pub state: JobState,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The filters of `worker jobs list`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub user_id: Option<i64>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The newest `limit` jobs that pass `filter`, newest first.
+pub fn list(
+    conn: &mut PgConnection,
+    filter: JobFilter,
+    limit: i64,
+) -> QueryResult<Vec<JobSummary>> {
+    let mut query = mail_jobs::table
+        .select(JobSummary::as_select())
+        .into_boxed();
+    if let Some(state) = filter.state {
+        query = query.filter(mail_jobs::state.eq(state));
+    }
+    if let Some(user) = filter.user_id {
+        query = query.filter(mail_jobs::user_id.eq(user));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(mail_jobs::created_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(mail_jobs::created_at.lt(until));
+    }
+    query
+        .order((mail_jobs::created_at.desc(), mail_jobs::id.desc()))
+        .limit(limit)
+        .load(conn)
+}
+
+pub fn summary(conn: &mut PgConnection, id: i64) -> QueryResult<Option<JobSummary>> {
+    mail_jobs::table
+        .find(id)
+        .select(JobSummary::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// One SMTP attempt of a job's history.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = mail_attempts)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub outcome: String,
+    pub smtp_reply: Option<String>,
+    pub duration_ms: i32,
+}
+
+/// Every attempt of a job, oldest first.
+pub fn attempts(conn: &mut PgConnection, job_id: i64) -> QueryResult<Vec<Attempt>> {
+    mail_attempts::table
+        .filter(mail_attempts::job_id.eq(job_id))
+        .order(mail_attempts::id.asc())
+        .select(Attempt::as_select())
+        .load(conn)
+}
+
+/// A job as replay weighs it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mail_jobs)]
+pub struct ReplayCandidate {
+    pub id: i64,
+    pub user_id: i64,
+    pub email_id: i64,
+    pub state: JobState,
+    pub code_ciphertext: Option<Vec<u8>>,
+    pub code_expires_at: DateTime<Utc>,
+}
+
+/// The jobs in one of `states` created in `[since, until)`, oldest first (`replay --failed`).
+pub fn replay_candidates(
+    conn: &mut PgConnection,
+    states: &[JobState],
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> QueryResult<Vec<ReplayCandidate>> {
+    let mut query = mail_jobs::table
+        .filter(mail_jobs::state.eq_any(states))
+        .select(ReplayCandidate::as_select())
+        .into_boxed();
+    if let Some(s) = since {
+        query = query.filter(mail_jobs::created_at.ge(s));
+    }
+    if let Some(u) = until {
+        query = query.filter(mail_jobs::created_at.lt(u));
+    }
+    query.order(mail_jobs::id.asc()).load(conn)
+}
+
+pub fn replay_candidate(conn: &mut PgConnection, id: i64) -> QueryResult<Option<ReplayCandidate>> {
+    mail_jobs::table
+        .find(id)
+        .select(ReplayCandidate::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Whom a job mails, and for which address of theirs.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = mail_jobs)]
+pub struct Addressee {
+    pub user_id: i64,
+    pub email_id: i64,
+    pub purpose: Purpose,
+    pub recipient: String,
+}
+
+pub fn addressee(conn: &mut PgConnection, id: i64) -> QueryResult<Addressee> {
+    mail_jobs::table
+        .find(id)
+        .select(Addressee::as_select())
+        .first(conn)
+}
+
+/// The newest job to `recipient` (any case), of `purpose` if given (`worker mail code`).
+pub fn newest_to(
+    conn: &mut PgConnection,
+    recipient: &str,
+    purpose: Option<Purpose>,
+) -> QueryResult<Option<i64>> {
+    let mut query = mail_jobs::table
+        .filter(recipient_is(recipient))
+        .order((mail_jobs::created_at.desc(), mail_jobs::id.desc()))
+        .select(mail_jobs::id)
+        .into_boxed();
+    if let Some(p) = purpose {
+        query = query.filter(mail_jobs::purpose.eq(p));
+    }
+    query.first(conn).optional()
+}
+
+/// How many jobs are in each state (states without jobs are left out).
+pub fn count_by_state(conn: &mut PgConnection) -> QueryResult<Vec<(JobState, i64)>> {
+    mail_jobs::table
+        .group_by(mail_jobs::state)
+        .select((mail_jobs::state, diesel::dsl::count_star()))
+        .load(conn)
+}
+
+/// Advisory-lock class of [`lock_recipient`] (the first key of PostgreSQL's two-key form).
+const RECIPIENT_LOCK_CLASS: i32 = 0x4d41_494c; // "MAIL"
+
+/// Serializes, until the end of the transaction, the calls that may mail `recipient` of an
+/// instance, so the resend limits are checked and the new job enqueued as one step.
+pub fn lock_recipient(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    recipient: &str,
+) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind::<diesel::sql_types::Integer, _>(RECIPIENT_LOCK_CLASS)
+        .bind::<diesel::sql_types::Text, _>(format!("{instance_id}:{}", recipient.to_lowercase()))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The `lower(recipient)` condition of the recipient queries (served by the index
+/// `mail_jobs_recipient` on `(instance_id, lower(recipient), created_at)`).
+fn recipient_is(
+    recipient: &str,
+) -> Box<dyn BoxableExpression<mail_jobs::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>
+{
+    Box::new(
+        diesel::dsl::sql::<diesel::sql_types::Bool>("lower(recipient) = lower(")
+            .bind::<diesel::sql_types::Text, _>(recipient.to_owned())
+            .sql(")"),
+    )
+}
+
+/// When the last mail to `recipient` of an instance for `purpose` was enqueued, if after
+/// `since` (the resend cooldown).
+pub fn last_enqueued_to(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    recipient: &str,
+    purpose: Purpose,
+    since: DateTime<Utc>,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    mail_jobs::table
+        .filter(mail_jobs::instance_id.eq(instance_id))
+        .filter(recipient_is(recipient))
+        .filter(mail_jobs::created_at.gt(since))
+        .filter(mail_jobs::purpose.eq(purpose))
+        .select(diesel::dsl::max(mail_jobs::created_at))
+        .first(conn)
+}
+
+/// The enqueue time of the `n`-th latest mail to `recipient` of an instance after `since`,
+/// all purposes: `Some` when `n` mails were enqueued in that window (the hourly cap).
+pub fn nth_latest_to(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    recipient: &str,
+    n: u32,
+    since: DateTime<Utc>,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    mail_jobs::table
+        .filter(mail_jobs::instance_id.eq(instance_id))
+        .filter(recipient_is(recipient))
+        .filter(mail_jobs::created_at.gt(since))
+        .order(mail_jobs::created_at.desc())
+        .select(mail_jobs::created_at)
+        .offset(i64::from(n.max(1)) - 1)
+        .first(conn)
+        .optional()
+}
