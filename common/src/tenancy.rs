@@ -44,13 +44,23 @@ pub fn resolve_instance(
                 .optional()?,
             Err(_) => None,
         },
-        Some(InstanceRef::Domain(d)) => instance_domains::table
-            .find(d.trim().to_lowercase())
-            .select(instance_domains::instance_id)
-            .first::<i64>(conn)
-            .optional()?,
+        Some(InstanceRef::Domain(d)) => match domain_key(d) {
+            Some(domain) => instance_domains::table
+                .find(domain)
+                .select(instance_domains::instance_id)
+                .first::<i64>(conn)
+                .optional()?,
+            None => None,
+        },
     };
     Ok(found.filter(|id| *id == token_instance))
+}
+
+/// A requested domain as stored (trimmed, lower case), or `None` when it cannot be a domain
+/// at all (such as one holding a NUL, which PostgreSQL refuses in text): simply not found.
+fn domain_key(raw: &str) -> Option<String> {
+    let domain = raw.trim().to_lowercase();
+    crate::domain::email_address::is_domain(&domain).then_some(domain)
 }
 
 /// The organization of `instance_id` a request names, if it exists.
@@ -70,10 +80,13 @@ pub fn resolve_org(
                 .optional()?,
             Err(_) => None,
         },
-        OrgRef::Domain(d) => query
-            .filter(organizations::primary_domain.eq(d.trim().to_lowercase()))
-            .first(conn)
-            .optional()?,
+        OrgRef::Domain(d) => match domain_key(d) {
+            Some(domain) => query
+                .filter(organizations::primary_domain.eq(domain))
+                .first(conn)
+                .optional()?,
+            None => None,
+        },
     })
 }
 

@@ -606,3 +606,28 @@ async fn mail_files_are_private() {
     let mode = std::fs::metadata(&file).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
 }
+
+/// A domain PostgreSQL cannot even store (a NUL in it) is simply not found: 404, never 500
+/// (found by schemathesis).
+#[tokio::test]
+async fn impossible_domains_are_not_found() {
+    let w = World::from_builder(TestEnv::builder().without_worker(), &[]).await;
+    let user = w.user().await;
+    for query in [
+        "instance.domain=%00",
+        "organization.orgDomain=%00",
+        "organization.orgDomain=a%00b.localhost",
+    ] {
+        let resp = w.api.get(&format!("/v3alpha/users/{user}?{query}")).await;
+        assert_error(&resp, 404, 5, Some(ids::USER_NOT_FOUND));
+    }
+    let resp = w
+        .api
+        .post(
+            "/v3alpha/users",
+            json!({"organization": {"orgDomain": "a\u{0}"}}),
+        )
+        .await;
+    assert_eq!(resp.status, 404, "{:?}", resp.text);
+    assert!(!w.env.api_logs().contains("invalid byte sequence"));
+}

@@ -96,10 +96,14 @@ impl UrlTemplate {
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return invalid("must render to an absolute http or https URL (scheme://host...)");
         }
-        // User info, even an empty one (`http://@host`), has an `@` in the authority.
+        // User info, even an empty one (`http://@host`), has an `@` in the authority; an
+        // empty authority (`https:///host`) is read as different URLs by different parsers.
         let authority = sample.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', '?', '#']).next().unwrap_or("")
         });
+        if authority.is_empty() {
+            return invalid("must name a host right after scheme:// (no empty authority)");
+        }
         match url::Url::parse(&sample) {
             Ok(u)
                 if authority.contains('@')
@@ -316,6 +320,8 @@ mod tests {
             "https://a:b@evil.example/{{Code}}",
             "https://ex.com@evil.example/{{Code}}",
             "http://@ex.com/{{Code}}",
+            "https://:@ex.com/{{Code}}",
+            "https:///ex.com/{{Code}}",
             "http://@mo4d{.oe}}",
         ] {
             assert_eq!(id_of(raw), ids::TEMPLATE_INVALID, "{raw}");
