@@ -64,7 +64,9 @@ impl DatabaseArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct AmqpArgs {
-    /// RabbitMQ connection URL (the vhost is the path, `%2f` for `/`).
+    /// RabbitMQ connection URL (the vhost is the path, `%2f` for `/`), or a comma list of
+    /// the nodes of one cluster: a process connects to one and moves to the next when it
+    /// fails.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -76,9 +78,7 @@ pub struct AmqpArgs {
 
 impl AmqpArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url(&self.amqp_url, &["amqp", "amqps"])
-            .map(|_| ())
-            .map_err(|m| ConfigError::new("AMQP_URL", m))
+        crate::amqp::check_nodes(&self.amqp_url).map_err(|m| ConfigError::new("AMQP_URL", m))
     }
 }
 
