@@ -156,16 +156,46 @@ fn builder(settings: &Settings) -> harness::TestEnvBuilder {
         .env("MAIL_RECIPIENT_HOURLY_LIMIT", "0")
 }
 
-/// Phase 1 (API load with the worker running), then pgbench on the same database.
+/// Phase 1 (API load with the worker running, then without it), then pgbench on the same
+/// database. Each step fills its part of the phase's results.
 async fn phase_api(settings: &Settings) -> ApiPhase {
     step("phase 1: starting api + worker");
     let mut env = builder(settings).start().await;
-    let api = env.api();
+    let users = create_phase_users(&env, settings).await;
+    let mut phase = ApiPhase {
+        users: users.len(),
+        ..ApiPhase::default()
+    };
+    load_with_worker(&env, &users, settings, &mut phase).await;
+    // The same load with the worker stopped: what the API costs on its own.
+    env.kill(Role::Worker(0));
+    load_without_worker(&env, &users, settings, &mut phase).await;
+    measure_api_log(&env, &mut phase);
+    // The ceiling gets the machine to itself: no api, no worker.
+    env.kill(Role::Api);
+    pgbench_ceiling(&env, settings, &mut phase).await;
+    inspect_database(&env, &mut phase).await;
+    phase
+}
+
+/// The users the load cycles through, `users_per_connection` for each connection; the sink
+/// is emptied afterwards.
+async fn create_phase_users(env: &TestEnv, settings: &Settings) -> Vec<String> {
     let user_count = settings.connections * settings.users_per_connection;
     step(&format!("phase 1: creating {user_count} users"));
-    let users = load::create_users(&api, "a", user_count, 16).await;
+    let users = load::create_users(&env.api(), "a", user_count, 16).await;
     env.sink.clear();
+    users
+}
 
+/// The measured load with the worker delivering meanwhile, the memory of both processes,
+/// and the jobs, outbox and table statistics right after it.
+async fn load_with_worker(
+    env: &TestEnv,
+    users: &[String],
+    settings: &Settings,
+    phase: &mut ApiPhase,
+) {
     step(&format!(
         "phase 1: {} connections, {} s warm-up + {} s measured",
         settings.connections,
@@ -174,8 +204,8 @@ async fn phase_api(settings: &Settings) -> ApiPhase {
     ));
     let api_pid = env.pid(Role::Api);
     let worker_pid = env.pid(Role::Worker(0));
-    let main = measured_load(&env, &users, settings, worker_pid).await;
-    let load = main.load.clone();
+    let main = measured_load(env, users, settings, worker_pid).await;
+    let load = &main.load;
     step(&format!(
         "phase 1: {:.0} req/s, p50 {}, p99 {}, {} errors",
         load.throughput(),
@@ -183,39 +213,70 @@ async fn phase_api(settings: &Settings) -> ApiPhase {
         stats::ms(load.latency.p99),
         load.error_count()
     ));
-    let api_memory = api_pid.and_then(procfs::memory).unwrap_or_default();
-    let worker_memory = worker_pid.and_then(procfs::memory).unwrap_or_default();
-    let job_states = one_line(
+    phase.api_memory = api_pid.and_then(procfs::memory).unwrap_or_default();
+    phase.worker_memory = worker_pid.and_then(procfs::memory).unwrap_or_default();
+    phase.job_states = one_line(
         &env.psql("SELECT state || ': ' || count(*) FROM mail_jobs GROUP BY state ORDER BY state")
             .await,
     );
-    let outbox_after = env
+    phase.outbox_after = env
         .psql("SELECT count(*) FROM outbox")
         .await
         .trim()
         .to_string();
-    let stats_after_load = table_stats(&env).await;
-    // The same load with the worker stopped: what the API costs on its own.
-    env.kill(Role::Worker(0));
+    phase.table_stats = table_stats(env).await;
+    phase.load = main.load;
+    phase.cpu = main.cpu;
+    phase.db_api = main.db;
+    phase.mails_during_window = main.mails;
+}
+
+/// The same measured load with the worker stopped, and the api's memory after it.
+async fn load_without_worker(
+    env: &TestEnv,
+    users: &[String],
+    settings: &Settings,
+    phase: &mut ApiPhase,
+) {
     step("phase 1: the same load without the worker");
-    let no_worker = measured_load(&env, &users, settings, None).await;
+    let no_worker = measured_load(env, users, settings, None).await;
     step(&format!(
         "phase 1: {:.0} req/s without the worker, p50 {}, p99 {}",
         no_worker.load.throughput(),
         stats::ms(no_worker.load.latency.p50),
         stats::ms(no_worker.load.latency.p99)
     ));
-    let api_memory_no_worker = api_pid.and_then(procfs::memory).unwrap_or_default();
+    phase.api_memory_no_worker = env
+        .pid(Role::Api)
+        .and_then(procfs::memory)
+        .unwrap_or_default();
+    phase.load_no_worker = no_worker.load;
+    phase.cpu_no_worker = no_worker.cpu;
+    phase.db_no_worker = no_worker.db;
+}
 
+/// The size of the api's log after both loads, in bytes and lines.
+fn measure_api_log(env: &TestEnv, phase: &mut ApiPhase) {
     let log = std::fs::read(env.log_path(Role::Api)).unwrap_or_default();
-    let api_log_bytes = log.len() as u64;
-    let api_log_lines = log.iter().filter(|b| **b == b'\n').count() as u64;
-    drop(log);
+    phase.api_log_bytes = log.len() as u64;
+    phase.api_log_lines = log.iter().filter(|b| **b == b'\n').count() as u64;
+}
 
-    // The ceiling gets the machine to itself: no api, no worker.
-    env.kill(Role::Api);
+/// The three pgbench scripts of phase 1, written into the test directory.
+struct PgbenchScripts {
+    /// The request's transaction, for as many clients as the load has connections.
+    main: PathBuf,
+    /// The same for as many clients as the API's pool has connections.
+    pool_sized: PathBuf,
+    /// With the resend-cooldown query the API adds when `RESEND_COOLDOWN` > 0.
+    cooldown: PathBuf,
+    /// The text of `main`, for the report.
+    text: String,
+}
 
-    step("phase 1: pgbench on the same database");
+/// Writes the scripts for the environment's users, token and instance (the helper table
+/// pgbench reads the users from is made first).
+async fn write_pgbench_scripts(env: &TestEnv, settings: &Settings) -> PgbenchScripts {
     env.psql(pgbench::helper_table_sql()).await;
     let bench_users: usize = env
         .psql("SELECT count(*) FROM bench_users")
@@ -229,12 +290,6 @@ async fn phase_api(settings: &Settings) -> ApiPhase {
         .trim()
         .to_string();
     let instance_id = env.bootstrap().instance_id.clone();
-    let target = pgbench::Target {
-        host: "127.0.0.1".into(),
-        port: 5432,
-        user: "postgres".into(),
-        database: env.db_name().to_string(),
-    };
     let work_dir = env.dir().join("pgbench");
     std::fs::create_dir_all(&work_dir).expect("create the pgbench work directory");
     let write_script = |name: &str, clients: usize, cooldown: bool| -> (PathBuf, String) {
@@ -249,116 +304,99 @@ async fn phase_api(settings: &Settings) -> ApiPhase {
         std::fs::write(&path, &text).expect("write a pgbench script");
         (path, text)
     };
+    let (main, text) = write_script("set_email.sql", settings.connections, false);
+    let (pool_sized, _) = write_script("set_email_pool.sql", settings.pool_size, false);
+    let (cooldown, _) = write_script("set_email_cooldown.sql", settings.connections, true);
+    PgbenchScripts {
+        main,
+        pool_sized,
+        cooldown,
+        text,
+    }
+}
+
+/// pgbench on the phase's database: a warm-up, the measured run (with CPU and database
+/// counters), then the pool-sized and the cooldown variants.
+async fn pgbench_ceiling(env: &TestEnv, settings: &Settings, phase: &mut ApiPhase) {
+    step("phase 1: pgbench on the same database");
+    let scripts = write_pgbench_scripts(env, settings).await;
+    let target = pgbench::Target {
+        host: "127.0.0.1".into(),
+        port: 5432,
+        user: "postgres".into(),
+        database: env.db_name().to_string(),
+    };
     let clients = settings.connections;
     let threads = settings.pgbench_threads;
-    let (main_script, script_text) = write_script("set_email.sql", clients, false);
-    let (pool_script, _) = write_script("set_email_pool.sql", settings.pool_size, false);
-    let (cooldown_script, _) = write_script("set_email_cooldown.sql", clients, true);
-
-    pgbench::run(
-        &target,
-        &main_script,
-        clients,
-        threads,
-        settings.warmup,
-        None,
-    )
-    .await;
-    let log_dir = work_dir.join("log");
+    let (warmup, duration) = (settings.warmup, settings.duration);
+    pgbench::run(&target, &scripts.main, clients, threads, warmup, None).await;
+    let log_dir = env.dir().join("pgbench").join("log");
     std::fs::create_dir_all(&log_dir).expect("create the pgbench log directory");
     let cpu0 = CpuSnapshot::take(None, None);
-    let db0 = db_counters(&env).await;
-    let pgbench_main = pgbench::run(
+    let db0 = db_counters(env).await;
+    let main = pgbench::run(
         &target,
-        &main_script,
+        &scripts.main,
         clients,
         threads,
-        settings.duration,
+        duration,
         Some(&log_dir),
     )
     .await;
-    let pgbench_cpu = CpuSnapshot::take(None, None).since(&cpu0);
-    let db_pgbench = db_counters(&env).await.since(&db0);
+    phase.pgbench_cpu = CpuSnapshot::take(None, None).since(&cpu0);
+    phase.db_pgbench = db_counters(env).await.since(&db0);
     step(&format!(
         "phase 1: pgbench {clients} clients: {:.0} tps",
-        pgbench_main.tps
+        main.tps
     ));
-    let pgbench_pool_sized = pgbench::run(
+    let pool_size = settings.pool_size;
+    let pool_sized = pgbench::run(
         &target,
-        &pool_script,
-        settings.pool_size,
+        &scripts.pool_sized,
+        pool_size,
         threads,
-        settings.duration,
+        duration,
         None,
     )
     .await;
     step(&format!(
-        "phase 1: pgbench {} clients: {:.0} tps",
-        settings.pool_size, pgbench_pool_sized.tps
+        "phase 1: pgbench {pool_size} clients: {:.0} tps",
+        pool_sized.tps
     ));
-    let pgbench_cooldown = pgbench::run(
-        &target,
-        &cooldown_script,
-        clients,
-        threads,
-        settings.duration,
-        None,
-    )
-    .await;
+    let cooldown = pgbench::run(&target, &scripts.cooldown, clients, threads, duration, None).await;
     step(&format!(
         "phase 1: pgbench {clients} clients with the cooldown query: {:.0} tps",
-        pgbench_cooldown.tps
+        cooldown.tps
     ));
+    phase.pgbench = main;
+    phase.pgbench_pool_sized = pool_sized;
+    phase.pgbench_cooldown = cooldown;
+    phase.script = scripts.text;
+}
 
-    let table_stats_after_pgbench = table_stats(&env).await;
-    let mail_jobs_rows = format!(
+/// The database after all of phase 1: table statistics, row counts, and the plans of the
+/// resend-cooldown query and the publisher's outbox delete.
+async fn inspect_database(env: &TestEnv, phase: &mut ApiPhase) {
+    phase.table_stats_after_pgbench = table_stats(env).await;
+    phase.mail_jobs_rows = format!(
         "mail_jobs {}, outbox {}, user_events {}",
         env.psql("SELECT count(*) FROM mail_jobs").await.trim(),
         env.psql("SELECT count(*) FROM outbox").await.trim(),
         env.psql("SELECT count(*) FROM user_events").await.trim()
     );
     let instance_id = env.bootstrap().instance_id.clone();
-    let explain_cooldown = env
+    phase.explain_cooldown = env
         .psql(&format!(
             "EXPLAIN (ANALYZE, BUFFERS) SELECT max(created_at) FROM mail_jobs \
              WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
              AND created_at > now() - interval '30 seconds' AND purpose = 'contact_email'"
         ))
         .await;
-    let explain_outbox_delete = env
+    phase.explain_outbox_delete = env
         .psql(
             "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM outbox WHERE job_id = ANY('{1,2,3}'::bigint[])",
         )
         .await;
-
-    ApiPhase {
-        users: users.len(),
-        load,
-        cpu: main.cpu,
-        mails_during_window: main.mails,
-        load_no_worker: no_worker.load,
-        cpu_no_worker: no_worker.cpu,
-        db_no_worker: no_worker.db,
-        api_memory_no_worker,
-        api_memory,
-        worker_memory,
-        job_states,
-        outbox_after,
-        api_log_bytes,
-        api_log_lines,
-        pgbench: pgbench_main,
-        pgbench_cpu,
-        db_api: main.db,
-        db_pgbench,
-        pgbench_pool_sized,
-        pgbench_cooldown,
-        mail_jobs_rows,
-        table_stats: stats_after_load,
-        table_stats_after_pgbench,
-        explain_cooldown,
-        explain_outbox_delete,
-        script: script_text,
-    }
 }
 
 /// Phase 2 (worker drain and the lettre ceiling) and phase 3 (end-to-end latency).
