@@ -8,26 +8,25 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use reqwest::ClientBuilder;
 use reqwest::header::HeaderMap;
 
 /// An HTTP/1.1 client, as browsers speak gRPC-Web.
 pub fn http1() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build the HTTP/1.1 client")
+    client(reqwest::ClientBuilder::http1_only)
 }
 
 /// HTTP/2 without TLS from the first byte, as the API port speaks it.
 pub fn http2() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
+    client(reqwest::ClientBuilder::http2_prior_knowledge)
+}
+
+/// A client for the test's own port (no proxy from the environment), speaking `version`.
+fn client(version: fn(ClientBuilder) -> ClientBuilder) -> reqwest::Client {
+    version(reqwest::Client::builder().no_proxy())
         .timeout(Duration::from_secs(30))
         .build()
-        .expect("build the HTTP/2 client")
+        .expect("build the HTTP client")
 }
 
 /// `bytes` gzip-compressed, for a compressed message frame.
