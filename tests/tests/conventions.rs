@@ -68,8 +68,15 @@ async fn replay_usage_shows_what_is_required() {
         .without_bootstrap()
         .start()
         .await;
-    let out = env.run_worker(&["jobs", "list", "--user", "not-a-user"]).await;
-    assert_eq!(out.code, Some(2), "a bad --user is bad usage: {}", out.stderr);
+    let out = env
+        .run_worker(&["jobs", "list", "--user", "not-a-user"])
+        .await;
+    assert_eq!(
+        out.code,
+        Some(2),
+        "a bad --user is bad usage: {}",
+        out.stderr
+    );
     let out = env.run_worker(&["replay"]).await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
