@@ -8,6 +8,7 @@
 //! the same port.
 
 pub mod client;
+pub mod cluster;
 pub mod env;
 pub mod grpc;
 pub mod mail;
