@@ -40,6 +40,10 @@ pub struct Application {
     readiness: Readiness,
     /// Publishes what the handlers hand over; ends when the last handler's sender is gone.
     publisher_task: JoinHandle<()>,
+    /// Keeps the broker link up from the start, so readiness is true by the first request.
+    probe: JoinHandle<()>,
+    /// Stops the probe and, once serving, the outbox relay (also when dropped).
+    stop_background: watch::Sender<bool>,
 }
 
 impl Application {
@@ -69,6 +73,8 @@ impl Application {
         );
         let (outbox_publisher, publisher_task) =
             OutboxPublisher::start(pool.clone(), publisher.clone(), HANDOFF_CAPACITY);
+        let (stop_background, background_stop) = watch::channel(false);
+        let probe = tokio::spawn(keep_broker_link(publisher.clone(), background_stop));
         let state = AppState {
             pool,
             commands: Arc::new(Commands { keys, policy }),
@@ -100,6 +106,8 @@ impl Application {
             router,
             readiness,
             publisher_task,
+            probe,
+            stop_background,
         })
     }
 
@@ -124,6 +132,8 @@ impl Application {
             router,
             readiness,
             publisher_task,
+            probe,
+            stop_background,
         } = self;
         let pool = state.pool.clone();
         let publisher = state.publisher.clone();
@@ -131,13 +141,12 @@ impl Application {
         // keep it, so the publisher task ends once the requests are drained.
         drop(state);
 
-        let (stop_background, background_stop) = watch::channel(false);
+        // The relay starts here, not in `build`: it must not outlive an unused Application.
         let relay = tokio::spawn(outbox::run_relay(
             pool.clone(),
             publisher.clone(),
-            background_stop.clone(),
+            stop_background.subscribe(),
         ));
-        let probe = tokio::spawn(keep_broker_link(publisher.clone(), background_stop));
         let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
         let health = tokio::spawn(readiness.follow(pool, async move {
             let _ = stopping_rx.await;
