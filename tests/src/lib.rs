@@ -5,8 +5,10 @@
 //! runs the processes; [`Api`] talks HTTP to the API; [`ReceivedMail`] (see [`mail`]) reads
 //! the mails that arrive; [`TcpProxy`] (see [`proxy`]) cuts one environment off from the
 //! shared PostgreSQL or RabbitMQ to simulate an outage; [`grpc`] talks gRPC and gRPC-Web to
-//! the same port.
+//! the same port. [`app`] is the in-process mode: the API built as a library in the test's
+//! runtime, for API behaviour tests that need no process of their own.
 
+pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod env;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tests::app::{spawn_app, spawn_app_with};
 use tests::both_families;
 use tests::env::MAIL_FROM;
 use tests::scenario::*;
@@ -15,7 +16,7 @@ fn addr(f: Family, local: &str) -> String {
 /// `sendCode` with a template: the answer has no code, the mail arrives with the rendered
 /// link (user, org, code) and the code on its own; the mailed code verifies the address.
 async fn send_code_with_template_mails_the_link(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let address = addr(f, "mini");
@@ -85,7 +86,7 @@ async fn send_code_with_template_mails_the_link(f: Family) {
 /// No choice, `sendCode: {}` and `sendCode: {"urlTemplate": ""}` all mail the link of
 /// `DEFAULT_URL_TEMPLATE` (userID, code, orgID).
 async fn without_template_the_default_url_template_is_used(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let cases = [
         ("none", json!({})),
@@ -114,7 +115,7 @@ async fn without_template_the_default_url_template_is_used(f: Family) {
 
 /// `returnCode`: the code is in the answer (6 characters of A-Z0-9), works, and no mail is sent.
 async fn return_code_returns_the_code_and_sends_nothing(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let code = fam
@@ -131,7 +132,7 @@ async fn return_code_returns_the_code_and_sends_nothing(f: Family) {
 
 /// `isVerified: true`: verified at once, no code, no mail; resend then has nothing to resend.
 async fn is_verified_marks_verified_without_code_or_mail(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let set = fam
@@ -155,7 +156,7 @@ async fn is_verified_marks_verified_without_code_or_mail(f: Family) {
 /// appends no event, makes no code and sends no mail, even with `returnCode`; `details`
 /// repeat the last change. A change of case is a change.
 async fn unchanged_address_is_a_noop(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let address = addr(f, "same");
@@ -204,7 +205,7 @@ async fn unchanged_address_is_a_noop(f: Family) {
 /// A wrong code is 400 `CODE-woT0xc` and is counted (an event); the right code then verifies;
 /// verifying an already verified address succeeds and changes nothing.
 async fn wrong_code_is_counted_then_right_code_verifies(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending(&addr(f, "wrong")).await;
     let mut seq: u64 = w.seq(&user).await.parse().unwrap();
@@ -245,7 +246,7 @@ async fn wrong_code_is_counted_then_right_code_verifies(f: Family) {
 
 /// Verify without a pending code (no email at all, or a verified one): success, no change.
 async fn verify_without_pending_code_changes_nothing(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let seq = w.seq(&user).await;
@@ -269,7 +270,7 @@ async fn verify_without_pending_code_changes_nothing(f: Family) {
 /// Resend without a pending code (no email, verified email): 400 code 9
 /// `COMMAND-QRkNTBwF8q`, for every delivery choice; nothing changes, no mail.
 async fn resend_without_pending_code_is_failed_precondition(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let no_email = w.user().await;
     let verified = w.user().await;
@@ -306,7 +307,7 @@ async fn resend_without_pending_code_is_failed_precondition(f: Family) {
 /// Resend replaces the code: the old one stops working; `returnCode` returns the new one,
 /// `{}` mails it with the default template, `sendCode` with the given template.
 async fn resend_replaces_the_code(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let address = addr(f, "resend");
     let (user, code1) = w.user_with_pending(&address).await;
@@ -358,7 +359,7 @@ async fn resend_replaces_the_code(f: Family) {
 /// An unknown user is 404 code 5 with the id of the call, before anything else about the
 /// user is looked at (an unknown `otpEmailId` too), for numeric, UUID and junk ids.
 async fn unknown_user_is_not_found_with_the_calls_id(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     for user in [
         "123456789012345678",
@@ -377,7 +378,7 @@ async fn unknown_user_is_not_found_with_the_calls_id(f: Family) {
 /// A code past its lifetime (`EMAIL_CODE_TTL=1s`, `OTP_EMAIL_CODE_TTL=1s`) is 400 code 9
 /// `CODE-QvUQ4P`; a resend gives a working code.
 async fn expired_code_is_rejected(f: Family) {
-    let w = World::start_with(&[("EMAIL_CODE_TTL", "1s"), ("OTP_EMAIL_CODE_TTL", "1s")]).await;
+    let (w, _app) = spawn_app_with(&[("EMAIL_CODE_TTL", "1s"), ("OTP_EMAIL_CODE_TTL", "1s")]).await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending(&addr(f, "ttl")).await;
     let otp = fam

@@ -2,6 +2,7 @@
 //! and what every answer carries (`x-request-id`, the SPEC 3.6 error body).
 
 use serde_json::json;
+use tests::app::{spawn_app, spawn_app_from};
 use tests::scenario::*;
 use tests::{Method, TestEnv};
 
@@ -10,7 +11,7 @@ use tests::{Method, TestEnv};
 /// contact email.
 #[tokio::test]
 async fn create_user_answers_201_with_id_details_and_code() {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
 
     let resp = w.api.post("/v3alpha/users", json!({})).await;
     assert_request_id(&resp);
@@ -79,7 +80,7 @@ async fn create_user_answers_201_with_id_details_and_code() {
 /// unknown organization is 404.
 #[tokio::test]
 async fn create_user_picks_the_organization() {
-    let mut w = World::start().await;
+    let (mut w, _app) = spawn_app().await;
     let second = w.env.run_bootstrap(&["--org-name", "Second"]).await;
     let default = w.user().await;
     assert_eq!(
@@ -125,7 +126,7 @@ async fn create_user_picks_the_organization() {
 /// `details`; never a code, a hash or a token.
 #[tokio::test]
 async fn get_user_shows_the_documented_fields_only() {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let bare = w.user().await;
     let got = w.get_user(&bare).await;
     assert_eq!(got["id"], json!(bare));
@@ -208,7 +209,7 @@ async fn get_user_shows_the_documented_fields_only() {
 /// call's id) and its unsent mail is never sent, while another user's is.
 #[tokio::test]
 async fn delete_user_makes_it_not_found_and_cancels_its_mail() {
-    let mut w = World::from_env(TestEnv::builder().without_worker().start().await);
+    let (mut w, _app) = spawn_app_from(TestEnv::builder().without_worker()).await;
     let gone = w.user().await;
     let fam = w.fam(Family::A);
     fam.set(&gone, json!({"address": "gone@delete.example.com"}))
@@ -253,7 +254,7 @@ async fn delete_user_makes_it_not_found_and_cancels_its_mail() {
 /// Every answer, unknown routes and errors included, carries `x-request-id`.
 #[tokio::test]
 async fn health_readiness_and_request_ids() {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let anonymous = w.api.without_token();
     let health = anonymous.get("/healthz").await;
     assert_request_id(&health);

@@ -4,6 +4,7 @@
 //! nothing: the user's sequence stays, no mail is sent, an earlier code keeps working.
 
 use serde_json::{Value, json};
+use tests::app::{spawn_app, spawn_app_with};
 use tests::both_families;
 use tests::scenario::*;
 
@@ -63,7 +64,7 @@ const INVALID_ADDRESSES: &[&str] = &[
 /// Invalid addresses are 400 code 3 naming the field, on set and add, for known and unknown
 /// users (validation comes before lookup); nothing changes.
 async fn invalid_addresses_are_rejected(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let seq = w.seq(&user).await;
@@ -111,7 +112,7 @@ async fn invalid_addresses_are_rejected(f: Family) {
 /// Valid edge cases: exactly 200 characters, surrounding spaces and tabs trimmed, case kept,
 /// every dot-atom special character.
 async fn valid_addresses_are_accepted_and_stored_as_given(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let cases = [
         (long_address(200), long_address(200)),
@@ -151,7 +152,7 @@ async fn valid_addresses_are_accepted_and_stored_as_given(f: Family) {
 /// More than one of sendCode / returnCode / isVerified, or `isVerified: false`, is 400
 /// code 3 on set and add; nothing changes.
 async fn verification_choice_is_at_most_one_and_is_verified_only_true(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let seq = w.seq(&user).await;
@@ -231,7 +232,7 @@ const INVALID_TEMPLATES: &[&str] = &[
 /// http(s) results `DOMAIN-ieYa7`, over 200 characters 400 code 3 (exactly 200 is fine).
 /// Checked before the user lookup; nothing changes and earlier codes keep working.
 async fn url_templates_are_checked(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending("tpl@example.com").await;
     let otp = fam
@@ -304,7 +305,7 @@ async fn url_templates_are_checked(f: Family) {
 /// The three spellings of SPEC 5 render the same values: `{{UserID}}`, ZITADEL's Go
 /// `{{.UserID}}`, and `{{userId}}` (with `Code`/`code`, `OrgID`/`orgId`).
 async fn template_variable_spellings(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let templates = [
         (
@@ -348,7 +349,7 @@ async fn template_variable_spellings(f: Family) {
 /// Contact email verify codes are 1..20 characters: empty and 21 are 400 code 3 without
 /// counting as a wrong code; 20 is checked as a (wrong) code.
 async fn contact_verify_code_length_is_1_to_20(f: Family) {
-    let w = World::start_with(&[("VERIFY_MAX_ATTEMPTS", "2")]).await;
+    let (w, _app) = spawn_app_with(&[("VERIFY_MAX_ATTEMPTS", "2")]).await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending("len@example.com").await;
     let seq = w.seq(&user).await;
@@ -374,7 +375,7 @@ async fn contact_verify_code_length_is_1_to_20(f: Family) {
 /// code 3, a non-JSON content type is HTTP 415 with code 3, on every route with a body;
 /// nothing changes. A large body under the limit with unknown fields is fine.
 async fn malformed_oversized_and_non_json_bodies(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending("body@example.com").await;
     let otp = fam
@@ -510,7 +511,7 @@ async fn malformed_oversized_and_non_json_bodies(f: Family) {
 
 /// A JSON value followed by more characters is malformed JSON: 400 code 3, nothing changes.
 async fn trailing_characters_after_the_json_are_malformed(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let (user, code) = w.user_with_pending("trail@example.com").await;
     let seq = w.seq(&user).await;
@@ -543,7 +544,7 @@ async fn trailing_characters_after_the_json_are_malformed(f: Family) {
 
 /// Input accepts snake_case as well as lowerCamelCase and ignores unknown fields.
 async fn snake_case_and_unknown_fields_are_accepted(f: Family) {
-    let w = World::start().await;
+    let (w, _app) = spawn_app().await;
     let fam = w.fam(f);
     let user = w.user().await;
     let code = fam
