@@ -86,9 +86,11 @@ async fn health_readiness_and_metrics_of_both_processes() {
     );
     assert!(!after.contains(env.token()), "no token in metrics");
 
+    // The job gauges are read from PostgreSQL at most every 5 s (SPEC 7): wait for a reading
+    // that shows the sent job too.
     let worker_metrics = eventually(
         "the delivery to be counted",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || {
             let worker = worker.clone();
             async move {
@@ -97,7 +99,8 @@ async fn health_readiness_and_metrics_of_both_processes() {
                     &text,
                     "contact_email_mail_delivery_latency_seconds_count",
                     &[],
-                ) >= 1.0)
+                ) >= 1.0
+                    && metric(&text, "contact_email_mail_jobs", &["state=\"sent\""]) >= 1.0)
                     .then_some(text)
             }
         },
