@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use common::amqp::{Outgoing, Publisher};
-use common::commands::{Commands, RefreshRefused};
-use common::error::Error;
+use common::commands::{Commands, SkipReason};
+use common::db::PgPool;
 use common::mail_job::{self, JobFilter, JobState, JobSummary, ReplayCandidate};
-use common::schema::users;
 use common::time::rfc3339_ms;
 use diesel::prelude::*;
 use serde::Serialize;
@@ -149,154 +147,87 @@ pub fn show(database_url: &str, raw_id: &str, as_json: bool) -> Result<Option<St
     Ok(Some(out.trim_end().to_owned()))
 }
 
-/// What replay does with one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    Replay { refresh: bool },
-    Skip(&'static str),
-}
-
-fn decide(
-    commands: &Commands,
-    conn: &mut PgConnection,
-    job: &ReplayCandidate,
-    refresh_code: bool,
-) -> Result<Decision, Error> {
-    let user_deleted: bool = diesel::select(diesel::dsl::not(diesel::dsl::exists(
-        users::table
-            .filter(users::id.eq(job.user_id))
-            .filter(users::deleted_at.is_null()),
-    )))
-    .get_result(conn)?;
-    let decision = match job.state {
-        JobState::Sent => Decision::Skip("sent"),
-        JobState::Superseded => Decision::Skip("superseded"),
-        _ if user_deleted => Decision::Skip("user deleted"),
-        JobState::Expired if refresh_code => Decision::Replay { refresh: true },
-        JobState::Expired => Decision::Skip("expired"),
-        JobState::Failed => {
-            let expired = job.code_expires_at <= Utc::now() || job.code_ciphertext.is_none();
-            match (expired, refresh_code) {
-                (true, true) => Decision::Replay { refresh: true },
-                (true, false) => Decision::Skip("expired"),
-                (false, _) => {
-                    let current = job.code_ciphertext.as_deref().is_some_and(|ct| {
-                        commands
-                            .job_code_is_current(conn, job.id, job.email_id, ct)
-                            .unwrap_or(false)
-                    });
-                    if current {
-                        Decision::Replay { refresh: false }
-                    } else if refresh_code {
-                        Decision::Replay { refresh: true }
-                    } else {
-                        Decision::Skip("superseded")
-                    }
-                }
-            }
-        }
-        _ => Decision::Skip("not failed"),
-    };
-    // A dry run must say what the real run will do: a refresh can still be refused.
-    if decision == (Decision::Replay { refresh: true }) {
-        return Ok(match commands.can_refresh_job_code(conn, job.id)? {
-            Ok(()) => decision,
-            Err(RefreshRefused::UserDeleted) => Decision::Skip("user deleted"),
-            Err(RefreshRefused::Superseded) => Decision::Skip("superseded"),
-        });
-    }
-    Ok(decision)
-}
-
-/// Puts one job back on the queue (in one transaction with its outbox row).
-fn requeue(
-    commands: &Commands,
-    conn: &mut PgConnection,
-    job_id: i64,
-    refresh: bool,
-) -> Result<Option<&'static str>, Error> {
-    conn.transaction(|conn| {
-        if !mail_job::lock_for_replay(conn, job_id)? {
-            return Ok(Some("not failed"));
-        }
-        if refresh {
-            match commands.refresh_job_code(conn, job_id)? {
-                Ok(()) => {}
-                Err(RefreshRefused::UserDeleted) => return Ok(Some("user deleted")),
-                Err(RefreshRefused::Superseded) => return Ok(Some("superseded")),
-            }
-        }
-        mail_job::requeue_for_replay(conn, job_id)?;
-        Ok(None)
-    })
-}
-
-/// `worker replay`: prints `skipped <id>: <reason>` lines and the summary on stdout.
+/// `worker replay`: prints `skipped <id>: <reason>` lines and the summary on stdout. The
+/// rules of a replay are `Commands::replay_job`'s; this picks the jobs, reports and publishes.
 pub async fn replay(args: ReplayArgs) -> Result<(), String> {
     let keys = args.keys.keys().map_err(|e| e.to_string())?;
     let policy = args.codes.policy().map_err(|e| e.to_string())?;
     let commands = Arc::new(Commands { keys, policy });
-    let url = args.database.database_url.clone();
-    let pool = common::db::pool(&url, 2);
+    let pool = common::db::pool(&args.database.database_url, 2);
 
+    let (candidates, unknown) = select_jobs(&pool, &args).await?;
+    for raw in &unknown {
+        println!("skipped {raw}: {}", SkipReason::NotFound);
+    }
+    let (replayed, skipped) = replay_each(&pool, &commands, candidates, &args).await?;
+    if !args.dry_run && !replayed.is_empty() {
+        publish(&pool, &args.amqp.amqp_url, &replayed).await;
+    }
+    println!(
+        "replayed {}, skipped {}",
+        replayed.len(),
+        unknown.len() + skipped
+    );
+    Ok(())
+}
+
+/// The jobs a replay weighs: `--failed` (and with `--refresh-code`, the expired ones too)
+/// created in the window, or the `--id`s given; the ids that name no job come back apart.
+async fn select_jobs(
+    pool: &PgPool,
+    args: &ReplayArgs,
+) -> Result<(Vec<ReplayCandidate>, Vec<String>), String> {
     let ids = args.ids.clone();
     let failed = args.failed;
     let refresh_code = args.refresh_code;
     let since = args.since.map(|s| s.0);
     let until = args.until.map(|s| s.0);
-    let (candidates, unknown): (Vec<ReplayCandidate>, Vec<String>) =
-        common::db::run(&pool, move |conn| {
-            if failed {
-                // With --refresh-code, jobs that expired unsent are worth a new code too.
-                let states: &[JobState] = if refresh_code {
-                    &JobState::REPLAYABLE
-                } else {
-                    &[JobState::Failed]
-                };
-                let found = mail_job::replay_candidates(conn, states, since, until)?;
-                return Ok((found, Vec::new()));
+    common::db::run(pool, move |conn| {
+        if failed {
+            // With --refresh-code, jobs that expired unsent are worth a new code too.
+            let states: &[JobState] = if refresh_code {
+                &JobState::REPLAYABLE
+            } else {
+                &[JobState::Failed]
+            };
+            let found = mail_job::replay_candidates(conn, states, since, until)?;
+            return Ok((found, Vec::new()));
+        }
+        let mut found = Vec::new();
+        let mut unknown = Vec::new();
+        for raw in ids {
+            let job = match raw.trim().parse::<i64>() {
+                Ok(id) => mail_job::replay_candidate(conn, id)?,
+                Err(_) => None,
+            };
+            match job {
+                Some(job) => found.push(job),
+                None => unknown.push(raw),
             }
-            let mut found = Vec::new();
-            let mut unknown = Vec::new();
-            for raw in ids {
-                let row = match raw.trim().parse::<i64>() {
-                    Ok(id) => mail_job::replay_candidate(conn, id)?,
-                    Err(_) => None,
-                };
-                match row {
-                    Some(r) => found.push(r),
-                    None => unknown.push(raw),
-                }
-            }
-            Ok((found, unknown))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        }
+        Ok((found, unknown))
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
 
-    let bar = indicatif::ProgressBar::new(candidates.len() as u64);
-    if candidates.len() < 20 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    }
+/// Replays (or, in a dry run, weighs) each job, printing why one is skipped, with a progress
+/// bar on stderr for long runs. Returns the jobs replayed and how many were skipped.
+async fn replay_each(
+    pool: &PgPool,
+    commands: &Arc<Commands>,
+    candidates: Vec<ReplayCandidate>,
+    args: &ReplayArgs,
+) -> Result<(Vec<i64>, usize), String> {
+    let bar = progress_bar(candidates.len());
     let mut skipped = 0usize;
     let mut replayed = Vec::new();
-    for raw in unknown {
-        println!("skipped {raw}: not found");
-        skipped += 1;
-    }
     for job in candidates {
         let commands = commands.clone();
-        let dry_run = args.dry_run;
-        let refresh_code = args.refresh_code;
+        let (refresh_code, dry_run) = (args.refresh_code, args.dry_run);
         let id = job.id;
-        let outcome = common::db::run(&pool, move |conn| {
-            let decision = decide(&commands, conn, &job, refresh_code)?;
-            match decision {
-                Decision::Skip(reason) => Ok(Some(reason)),
-                Decision::Replay { .. } if dry_run => Ok(None),
-                Decision::Replay { refresh } => requeue(&commands, conn, id, refresh),
-            }
+        let outcome = common::db::run(pool, move |conn| {
+            commands.replay_job(conn, &job, refresh_code, dry_run)
         })
         .await
         .map_err(|e| format!("job {id}: {e}"))?;
@@ -310,22 +241,35 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if !args.dry_run && !replayed.is_empty() {
-        let publisher = Publisher::new(args.amqp.amqp_url.clone(), "contact-email-replay");
-        for chunk in replayed.chunks(500) {
-            let jobs = chunk.iter().map(|id| Outgoing::new(*id, None)).collect();
-            match common::outbox::publish_and_forget(&pool, &publisher, jobs).await {
-                Ok(n) if n == chunk.len() => {}
-                Ok(_) => tracing::warn!(
-                    "RabbitMQ did not take every job now; the outbox relay of a running api or worker publishes them"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox cleanup failed; the relay publishes the jobs")
-                }
+    Ok((replayed, skipped))
+}
+
+/// A progress bar on stderr, only for runs long enough to want one.
+fn progress_bar(len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if len < 20 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar
+}
+
+/// Publishes the replayed jobs now; what RabbitMQ does not take stays in the outbox for the
+/// relay of a running api or worker.
+async fn publish(pool: &PgPool, amqp_url: &str, replayed: &[i64]) {
+    let publisher = Publisher::new(amqp_url.to_owned(), "contact-email-replay");
+    for chunk in replayed.chunks(500) {
+        let jobs = chunk.iter().map(|id| Outgoing::new(*id, None)).collect();
+        match common::outbox::publish_and_forget(pool, &publisher, jobs).await {
+            Ok(n) if n == chunk.len() => {}
+            Ok(_) => tracing::warn!(
+                "RabbitMQ did not take every job now; the outbox relay of a running api or worker publishes them"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox cleanup failed; the relay publishes the jobs")
             }
         }
-        publisher.close().await;
     }
-    println!("replayed {}, skipped {skipped}", replayed.len());
-    Ok(())
+    publisher.close().await;
 }

@@ -5,11 +5,24 @@
 //! serialized and its event sequence has no gaps), checks in the order of SPEC 2 (lookup,
 //! then permission), changes state, appends one event and, when a mail is due, enqueues the
 //! mail job with its outbox row. Publishing happens after commit, outside the command.
+//!
+//! - `user.rs`: create, get, delete user (SPEC 3.5).
+//! - `email.rs`: the email calls of SPEC 3.4 (contact email and OTP Email).
+//! - `issuance.rs`: the one place a code is made; `CodeRules::for_purpose` picks a purpose's
+//!   length, alphabet, lifetime and default link.
+//! - `limits.rs`: the resend limits.
+//! - `replay.rs`: what `worker replay` may send again, and the job-code refresh.
+//! - `address.rs`: the `user_emails` rows those calls read and write.
 
+mod address;
 mod email;
+mod issuance;
+mod limits;
+mod replay;
 mod user;
 
-pub use email::{EmailTarget, RefreshRefused};
+pub use email::EmailTarget;
+pub use replay::SkipReason;
 pub use user::{CreateUser, OtpEmailView, UserView};
 
 use chrono::{DateTime, Utc};

@@ -1,18 +1,17 @@
 //! The supporting user calls (SPEC 3.5): create, get, delete.
 
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::email::contact_row;
+use super::address;
 use super::{
     Commands, Details, Outcome, UserRef, UserRow, append_event, in_transaction, load_user, on_user,
 };
 use crate::auth::{Access, Principal};
 use crate::domain::{SetEmail, Verification};
 use crate::error::{Call, Code, Error, Rejection, ids};
-use crate::mail_job::{self, Purpose};
-use crate::schema::{user_emails, users};
+use crate::mail_job;
+use crate::schema::users;
 use crate::tenancy::{OrgRef, Scope, first_org, resolve_instance, resolve_org};
 use crate::time::now_ms;
 
@@ -154,18 +153,8 @@ impl Commands {
     /// Get user.
     pub fn get_user(&self, conn: &mut PgConnection, who: &UserRef<'_>) -> Result<UserView, Error> {
         let user = load_user(conn, who, Call::Other, Access::Read, false)?;
-        let contact = contact_row(conn, user.id)?;
-        let otp: Vec<(i64, String, bool, DateTime<Utc>)> = user_emails::table
-            .filter(user_emails::user_id.eq(user.id))
-            .filter(user_emails::purpose.eq(Purpose::OtpEmail))
-            .select((
-                user_emails::id,
-                user_emails::address,
-                user_emails::verified,
-                user_emails::created_at,
-            ))
-            .order((user_emails::created_at.asc(), user_emails::id.asc()))
-            .load(conn)?;
+        let contact = address::contact_email(conn, user.id)?;
+        let otp = address::otp_emails(conn, user.id)?;
         Ok(UserView {
             id: user.id,
             organization_id: user.org_id,
@@ -173,7 +162,7 @@ impl Commands {
             contact_email: contact.map(|c| (c.address, c.verified)),
             otp_emails: otp
                 .into_iter()
-                .map(|(id, address, verified, _)| OtpEmailView {
+                .map(|(id, address, verified)| OtpEmailView {
                     id,
                     address,
                     verified,
@@ -199,8 +188,7 @@ impl Commands {
                 diesel::update(users::table.find(user.id))
                     .set(users::deleted_at.eq(Some(now)))
                     .execute(conn)?;
-                diesel::delete(user_emails::table.filter(user_emails::user_id.eq(user.id)))
-                    .execute(conn)?;
+                address::delete_all_of_user(conn, user.id)?;
                 mail_job::cancel_unsent_for_user(conn, user.id, now)?;
                 Ok(details)
             },
