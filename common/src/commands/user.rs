@@ -1,5 +1,6 @@
 //! The supporting user calls (SPEC 3.5): create, get, delete.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde_json::json;
 
@@ -70,76 +71,19 @@ impl Commands {
         request: &CreateUser,
     ) -> Result<Outcome, Error> {
         in_transaction(conn, |conn| {
-            let org_not_found = || {
-                Error::from(Rejection::new(
-                    Code::NotFound,
-                    ids::ORG_NOT_FOUND,
-                    "Organization could not be found",
-                ))
-            };
-            let instance_id =
-                resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
-                    .ok_or_else(org_not_found)?;
-            let org_id = match request
-                .organization
-                .as_ref()
-                .or(scope.organization.as_ref())
-            {
-                Some(org) => resolve_org(conn, instance_id, org)?.ok_or_else(org_not_found)?,
-                None => match principal.org_id {
-                    Some(own) => own,
-                    None => first_org(conn, instance_id)?.ok_or_else(org_not_found)?,
-                },
-            };
+            let (instance_id, org_id) = organization_for(conn, principal, scope, request)?;
             principal.authorize_create(org_id)?;
             if let Some(name) = &request.username {
-                let taken: bool = diesel::select(diesel::dsl::exists(
-                    users::table
-                        .filter(users::instance_id.eq(instance_id))
-                        .filter(users::deleted_at.is_null())
-                        .filter(
-                            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(username) = lower(")
-                                .bind::<diesel::sql_types::Text, _>(name)
-                                .sql(")"),
-                        ),
-                ))
-                .get_result(conn)?;
-                if taken {
-                    return Err(Rejection::new(
-                        Code::AlreadyExists,
-                        ids::USERNAME_TAKEN,
-                        "Username is already taken",
-                    )
-                    .into());
-                }
+                check_username_free(conn, instance_id, name)?;
             }
             let now = now_ms();
-            let user = diesel::insert_into(users::table)
-                .values((
-                    users::instance_id.eq(instance_id),
-                    users::org_id.eq(org_id),
-                    users::username.eq(&request.username),
-                    users::created_at.eq(now),
-                    users::last_sequence.eq(0),
-                    users::last_changed_at.eq(now),
-                ))
-                .returning(UserRow::as_returning())
-                .get_result(conn)?;
+            let user = insert_user(conn, instance_id, org_id, request.username.as_deref(), now)?;
             let (code, job_id) = match &request.email {
                 Some(email) => self.replace_contact_email(conn, &user, None, email, now)?,
                 None => (None, None),
             };
-            let mut details = append_event(
-                conn,
-                &user,
-                "user.created",
-                json!({
-                    "username": request.username,
-                    "email": request.email.as_ref().map(|e| e.address.as_str()),
-                    "emailVerified": request.email.as_ref().map(|e| e.verification == Verification::IsVerified),
-                }),
-                now,
-            )?;
+            let mut details =
+                append_event(conn, &user, "user.created", created_event(request), now)?;
             details.created = Some(now);
             Ok(Outcome {
                 details,
@@ -194,4 +138,89 @@ impl Commands {
             },
         )
     }
+}
+
+/// The instance and organization a user is created in (SPEC 3.5): the request's
+/// organization, else the scope's, else the token's, else the instance's oldest. Any of them
+/// unknown: 404 `COMMAND-Ggk9n`.
+fn organization_for(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    scope: &Scope,
+    request: &CreateUser,
+) -> Result<(i64, i64), Error> {
+    let org_not_found = || {
+        Error::from(Rejection::new(
+            Code::NotFound,
+            ids::ORG_NOT_FOUND,
+            "Organization could not be found",
+        ))
+    };
+    let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?
+        .ok_or_else(org_not_found)?;
+    let named = request
+        .organization
+        .as_ref()
+        .or(scope.organization.as_ref());
+    let org_id = match (named, principal.org_id) {
+        (Some(org), _) => resolve_org(conn, instance_id, org)?.ok_or_else(org_not_found)?,
+        (None, Some(own)) => own,
+        (None, None) => first_org(conn, instance_id)?.ok_or_else(org_not_found)?,
+    };
+    Ok((instance_id, org_id))
+}
+
+/// A username is unique per instance among users not deleted, in any case: 409
+/// `COMMAND-k2unb`.
+fn check_username_free(conn: &mut PgConnection, instance_id: i64, name: &str) -> Result<(), Error> {
+    let taken: bool = diesel::select(diesel::dsl::exists(
+        users::table
+            .filter(users::instance_id.eq(instance_id))
+            .filter(users::deleted_at.is_null())
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("lower(username) = lower(")
+                    .bind::<diesel::sql_types::Text, _>(name)
+                    .sql(")"),
+            ),
+    ))
+    .get_result(conn)?;
+    if taken {
+        return Err(Rejection::new(
+            Code::AlreadyExists,
+            ids::USERNAME_TAKEN,
+            "Username is already taken",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A new user, with no event yet.
+fn insert_user(
+    conn: &mut PgConnection,
+    instance_id: i64,
+    org_id: i64,
+    username: Option<&str>,
+    now: DateTime<Utc>,
+) -> QueryResult<UserRow> {
+    diesel::insert_into(users::table)
+        .values((
+            users::instance_id.eq(instance_id),
+            users::org_id.eq(org_id),
+            users::username.eq(username),
+            users::created_at.eq(now),
+            users::last_sequence.eq(0),
+            users::last_changed_at.eq(now),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+}
+
+/// The payload of `user.created`.
+fn created_event(request: &CreateUser) -> serde_json::Value {
+    json!({
+        "username": request.username,
+        "email": request.email.as_ref().map(|e| e.address.as_str()),
+        "emailVerified": request.email.as_ref().map(|e| e.verification == Verification::IsVerified),
+    })
 }
