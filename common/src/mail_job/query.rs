@@ -238,6 +238,20 @@ fn recipient_is(
     )
 }
 
+/// The jobs to `recipient` of an instance enqueued after `since`: what the resend limits
+/// count.
+fn enqueued_to(
+    instance_id: i64,
+    recipient: &str,
+    since: DateTime<Utc>,
+) -> mail_jobs::BoxedQuery<'static, diesel::pg::Pg> {
+    mail_jobs::table
+        .filter(mail_jobs::instance_id.eq(instance_id))
+        .filter(recipient_is(recipient))
+        .filter(mail_jobs::created_at.gt(since))
+        .into_boxed()
+}
+
 /// When the last mail to `recipient` of an instance for `purpose` was enqueued, if after
 /// `since` (the resend cooldown).
 pub fn last_enqueued_to(
@@ -247,10 +261,7 @@ pub fn last_enqueued_to(
     purpose: Purpose,
     since: DateTime<Utc>,
 ) -> QueryResult<Option<DateTime<Utc>>> {
-    mail_jobs::table
-        .filter(mail_jobs::instance_id.eq(instance_id))
-        .filter(recipient_is(recipient))
-        .filter(mail_jobs::created_at.gt(since))
+    enqueued_to(instance_id, recipient, since)
         .filter(mail_jobs::purpose.eq(purpose))
         .select(diesel::dsl::max(mail_jobs::created_at))
         .first(conn)
@@ -265,10 +276,7 @@ pub fn nth_latest_to(
     n: u32,
     since: DateTime<Utc>,
 ) -> QueryResult<Option<DateTime<Utc>>> {
-    mail_jobs::table
-        .filter(mail_jobs::instance_id.eq(instance_id))
-        .filter(recipient_is(recipient))
-        .filter(mail_jobs::created_at.gt(since))
+    enqueued_to(instance_id, recipient, since)
         .order(mail_jobs::created_at.desc())
         .select(mail_jobs::created_at)
         .offset(i64::from(n.max(1)) - 1)
