@@ -1,4 +1,4 @@
-//! Every state move of a mail job, named after what happened (the diagram is on
+//! Every state move of a mail job, named after what happened (the table of moves is on
 //! [`JobState`]). Each move is an UPDATE conditional on the states it may start from, so two
 //! processes that race for a job cannot both move it: a second delivery of one message finds
 //! the job claimed or finished (DESIGN decision 3), a worker whose job was superseded

@@ -3,7 +3,7 @@
 //! so the rules of a job's life (the claim and its lease, what may still be sent, what a
 //! replay resets) are read in one place.
 //!
-//! - `state.rs`: [`Purpose`], [`JobState`] (with the diagram of the moves) and how they are
+//! - `state.rs`: [`Purpose`], [`JobState`] (with the table of the moves) and how they are
 //!   stored.
 //! - `lifecycle.rs`: the moves. Commands enqueue a job inside their own transaction together
 //!   with an outbox row (DESIGN decision 1) and supersede or cancel unsent ones; the worker

@@ -45,16 +45,18 @@ impl FromStr for Purpose {
     }
 }
 
-/// The life of a job (SPEC 7):
+/// The life of a job (SPEC 7). Each move is a function of `lifecycle.rs`, an UPDATE that
+/// only matches the states it starts from:
 ///
-/// ```text
-/// queued ──claim──▶ sending ──mark_sent──────▶ sent
-///    ▲                 │ ├───mark_retrying──▶ retrying ──claim──▶ sending …
-///    │                 │ ├───mark_failed────▶ failed ──┐
-///    │                 │ └───mark_expired───▶ expired ─┴─requeue_for_replay──▶ queued
-///    └─ enqueue        └ (any unsent state) ─supersede_unsent──▶ superseded
-///                                            cancel_unsent_for_user──▶ cancelled
-/// ```
+/// | move | from | to |
+/// | --- | --- | --- |
+/// | `enqueue` | (new) | `queued` |
+/// | `claim` | `queued`, `retrying`; `sending` whose lease ran out or whose message was redelivered | `sending` |
+/// | `mark_sent` | `sending`; `superseded`, `cancelled` (the mail was already on its way) | `sent` |
+/// | `mark_retrying`, `mark_failed`, `mark_expired` | `sending` | `retrying`, `failed`, `expired` |
+/// | `supersede_unsent` | `queued`, `retrying`, `sending` | `superseded` |
+/// | `cancel_unsent_for_user` | `queued`, `retrying`, `sending` | `cancelled` |
+/// | `requeue_for_replay` | `failed`, `expired` | `queued` |
 ///
 /// `queued` and `retrying` may be sent; the states but `sending` are final until an
 /// operator replays a `failed` (or `expired`) job.
