@@ -31,6 +31,15 @@ impl EmailTarget<'_> {
             EmailTarget::OtpEmail(_) => Purpose::OtpEmail,
         }
     }
+
+    /// The call that picks the id of "user not found" (SPEC 3.4): the contact email calls
+    /// have their own, the OTP Email calls share the generic one.
+    fn call(self, contact_email_call: Call) -> Call {
+        match self {
+            EmailTarget::ContactEmail => contact_email_call,
+            EmailTarget::OtpEmail(_) => Call::Other,
+        }
+    }
 }
 
 /// The result of checking a code, decided inside the transaction.
@@ -187,14 +196,10 @@ impl Commands {
         target: EmailTarget<'_>,
         code: &SubmittedCode,
     ) -> Result<Details, Error> {
-        let call = match target {
-            EmailTarget::ContactEmail => Call::VerifyContactEmail,
-            EmailTarget::OtpEmail(_) => Call::Other,
-        };
         let checked = on_user(
             conn,
             who,
-            call,
+            target.call(Call::VerifyContactEmail),
             Access::WriteProvingMailbox,
             |conn, user, now| {
                 let Some(row) = target_row(conn, user, target)? else {
@@ -258,10 +263,7 @@ impl Commands {
         target: EmailTarget<'_>,
         delivery: &CodeDelivery,
     ) -> Result<Outcome, Error> {
-        let call = match target {
-            EmailTarget::ContactEmail => Call::ResendContactEmailCode,
-            EmailTarget::OtpEmail(_) => Call::Other,
-        };
+        let call = target.call(Call::ResendContactEmailCode);
         on_user(conn, who, call, delivery.access(), |conn, user, now| {
             let row = target_row(conn, user, target)?
                 .filter(EmailRow::has_pending_code)
