@@ -33,6 +33,12 @@ const DEAD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a channel and declaring the topology may take on a connection that is
+/// open: a node that hangs (paused, partitioned) must not hold a process for longer.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The heartbeat asked for when `AMQP_URL` names none: the link to a node that stops
+/// answering is dropped after two missed intervals (10 s) instead of the server's 120 s.
+pub const HEARTBEAT_SECS: u16 = 5;
 
 /// A delay queue: messages wait there for its TTL, then dead-letter back to `mail.send`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +262,8 @@ pub fn check_nodes(amqp_url: &str) -> Result<(), String> {
     for (i, node) in nodes.iter().enumerate() {
         crate::config::check_url(node, &["amqp", "amqps"])
             .map_err(|m| format!("node {}: {m}", i + 1))?;
+        node.parse::<lapin::uri::AMQPUri>()
+            .map_err(|_| format!("node {}: not a valid AMQP URL", i + 1))?;
     }
     Ok(())
 }
@@ -291,8 +299,12 @@ pub async fn connect(amqp_url: &str, name: &str) -> Result<Connection, PublishEr
 }
 
 async fn connect_node(url: &str, name: &str) -> Result<Connection, String> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|_| "not a valid AMQP URL".to_string())?;
+    uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("connect timed out".into()),
@@ -352,7 +364,11 @@ impl Publisher {
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
         if !usable {
             if let Some((conn, _)) = link.take() {
-                let _ = conn.close(200, "reconnecting".into()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    conn.close(200, "reconnecting".into()),
+                )
+                .await;
             }
             match self.open().await {
                 Ok(pair) => {
@@ -376,12 +392,28 @@ impl Publisher {
 
     async fn open(&self) -> Result<(Connection, Channel), PublishError> {
         let conn = connect(&self.url, &self.name).await?;
-        let channel = conn.create_channel().await?;
-        declare_topology(&channel).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok((conn, channel))
+        let setup = async {
+            let channel = conn.create_channel().await?;
+            declare_topology(&channel).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(channel)
+        };
+        match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+            Ok(Ok(channel)) => Ok((conn, channel)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    conn.close(200, "setup timed out".into()),
+                )
+                .await;
+                Err(PublishError::Unreachable(
+                    "the node did not answer the channel setup in time".into(),
+                ))
+            }
+        }
     }
 
     /// Publishes one message per job (persistent, mandatory, confirmed) and returns the ids

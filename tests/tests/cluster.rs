@@ -91,13 +91,9 @@ async fn killing_the_node_that_leads_mail_send_while_1000_mails_flow_loses_no_ma
 /// are still running when its consumer's node dies and the broker hands their messages out
 /// again. A job must still not be sent by two deliveries side by side (SPEC 8: duplicates
 /// only between the server's acceptance and the state change being recorded).
-///
-/// KNOWN BUG, open in issue 14 (docs/architecture.md, "Known limits"): a redelivered message
-/// takes over a `sending` job even while the worker that holds it is still sending, so ~20 %
-/// of the in-flight jobs go out twice. Run it with `--ignored`; it asserts SPEC 8 and fails
-/// until the claim waits for the holder's (renewed, short) lease.
+/// The holder renews its lease while it sends, so the redelivered copies wait in a delay
+/// tier instead of taking the jobs over.
 #[tokio::test]
-#[ignore = "known bug: redelivery takes over a job still being sent (docs/architecture.md, Known limits)"]
 async fn killing_the_leader_while_slow_deliveries_run_sends_no_job_twice_side_by_side() {
     const TEST: &str =
         "killing_the_leader_while_slow_deliveries_run_sends_no_job_twice_side_by_side";

@@ -140,6 +140,11 @@ pub struct RunArgs {
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub worker_concurrency: u16,
 
+    /// On SIGTERM: how long the mails in flight may take to finish before they are handed
+    /// back (keep it below the orchestrator's kill deadline, 30 s in Kubernetes).
+    #[arg(long, env = "WORKER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub worker_shutdown_grace: Duration,
+
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     #[command(flatten)]

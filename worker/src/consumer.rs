@@ -21,9 +21,6 @@ use tokio::task::JoinSet;
 use crate::deliver::{Deliverer, Disposition};
 use crate::retry::Reconnect;
 
-/// How long a stop waits for deliveries in flight before handing them back.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub struct ConsumerLoop {
     pub deliverer: Arc<Deliverer>,
     pub amqp_url: String,
@@ -32,6 +29,9 @@ pub struct ConsumerLoop {
     pub consuming: Arc<AtomicBool>,
     /// Counts sessions opened again after the first.
     pub reconnects: Counter,
+    /// How long a stop waits for the deliveries in flight (`WORKER_SHUTDOWN_GRACE`) before
+    /// handing them back.
+    pub grace: Duration,
 }
 
 struct Session {
@@ -75,7 +75,7 @@ impl ConsumerLoop {
                 return;
             }
         }
-        drain(&mut in_flight).await;
+        self.drain(&mut in_flight).await;
     }
 
     async fn open(&self) -> Result<Session, String> {
@@ -90,31 +90,59 @@ impl ConsumerLoop {
         let connection = amqp::connect(&self.amqp_url, "contact-email-worker")
             .await
             .map_err(|e| e.to_string())?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| e.to_string())?;
-        amqp::declare_topology(&channel)
-            .await
-            .map_err(|e| e.to_string())?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer = channel
-            .basic_consume(
-                SEND_QUEUE.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            amqp::declare_topology(&channel).await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    SEND_QUEUE.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, consumer))
+        };
+        let (channel, consumer) = match tokio::time::timeout(amqp::SETUP_TIMEOUT, setup).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    connection.close(200, "setup timed out".into()),
+                )
+                .await;
+                return Err("the node did not answer the consumer setup in time".into());
+            }
+        };
         Ok(Session {
             connection,
             channel,
             consumer,
         })
+    }
+
+    /// Waits for the deliveries in flight, up to the grace period; those still running are
+    /// aborted and their jobs handed back (`retrying`, due now), and their messages return
+    /// to the queue when the channel closes.
+    async fn drain(&self, in_flight: &mut JoinSet<()>) {
+        let all_done = async { while in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.grace, all_done).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            left = in_flight.len(),
+            grace_ms = self.grace.as_millis() as u64,
+            "deliveries still running at the end of the grace period; handing them back"
+        );
+        // Which jobs they hold, before aborting them drops their claims.
+        let held = self.deliverer.leases.held();
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+        crate::lease::release(held, &self.deliverer.pool).await;
     }
 
     /// Runs one session; returns true when the process should stop.
@@ -131,7 +159,7 @@ impl ConsumerLoop {
                     tracing::info!(in_flight = in_flight.len(), "stopping: no new messages; finishing those in flight");
                     let tag = session.consumer.tag();
                     let _ = session.channel.basic_cancel(tag, BasicCancelOptions::default()).await;
-                    drain(in_flight).await;
+                    self.drain(in_flight).await;
                     close(session).await;
                     return true;
                 }
@@ -170,7 +198,7 @@ async fn handle(
 ) {
     let Some(job_id) = JobMessage::decode(&delivery.data) else {
         tracing::warn!("message without a job id; dropped");
-        let _ = delivery.ack(BasicAckOptions::default()).await;
+        ack(&delivery).await;
         return;
     };
     let traceparent = delivery
@@ -186,44 +214,41 @@ async fn handle(
         .deliver(job_id, delivery.redelivered, traceparent.as_deref())
         .await
     {
-        Disposition::Done => {
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                tracing::warn!(job_id, error = %e, "ack failed; the broker will redeliver (the job is not sent twice)");
-            }
-        }
+        Disposition::Done => ack(&delivery).await,
         Disposition::Retry(_) => {
             // Not at once: give the broker or database a moment.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            hand_back(&delivery).await;
         }
         Disposition::DatabaseDown(_) => {
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            hand_back(&delivery).await;
             database_down.notify_one();
         }
     }
 }
 
-/// Waits for deliveries in flight, up to [`DRAIN_TIMEOUT`]; what is left is aborted and its
-/// message returns to the queue when the channel closes.
-async fn drain(in_flight: &mut JoinSet<()>) {
-    let all_done = async { while in_flight.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, all_done).await.is_err() {
-        tracing::warn!(
-            left = in_flight.len(),
-            "deliveries still running at shutdown; handing them back"
-        );
-        in_flight.abort_all();
+/// How long an ack or a hand-back may take: on a node that hangs, the message is left to
+/// the broker (it redelivers it when the channel closes; the claim sends no job twice).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn ack(delivery: &lapin::message::Delivery) {
+    match tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ack failed; the broker will redeliver (the job is not sent twice)")
+        }
+        Err(_) => {
+            tracing::warn!("ack timed out; the broker will redeliver (the job is not sent twice)")
+        }
     }
+}
+
+async fn hand_back(delivery: &lapin::message::Delivery) {
+    let nack = delivery.nack(BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    });
+    let _ = tokio::time::timeout(ACK_TIMEOUT, nack).await;
 }
 
 async fn close(session: Session) {

@@ -15,12 +15,11 @@ use common::metrics::{Metrics, OutcomeLabels, TierLabels};
 use common::trace::TraceParent;
 use tracing::Instrument;
 
+use crate::lease::{LEASE, Leases};
 use crate::mail::{MailInput, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
 use crate::transport::{MailTransport, SendFailure, SmtpHealth};
 
-/// How long a claim protects a job from other workers (longer than any one delivery).
-pub const LEASE: Duration = Duration::from_secs(300);
 /// A retrying job whose message comes back this early is sent anyway.
 const EARLY_SLACK: Duration = Duration::from_secs(1);
 
@@ -35,6 +34,8 @@ pub struct Deliverer {
     pub metrics: Arc<Metrics>,
     /// What `/readyz` reports about the relay.
     pub smtp_health: Arc<SmtpHealth>,
+    /// The jobs being sent here, whose leases are kept alive.
+    pub leases: Arc<Leases>,
 }
 
 /// What became of a message.
@@ -77,13 +78,11 @@ impl Deliverer {
         if let Some(tp) = traceparent.and_then(TraceParent::parse) {
             span.record("trace_id", tp.trace_id.as_str());
         }
-        self.deliver_in_span(job_id, redelivered)
-            .instrument(span)
-            .await
+        self.deliver_in_span(job_id).instrument(span).await
     }
 
-    async fn deliver_in_span(&self, job_id: i64, redelivered: bool) -> Disposition {
-        match self.try_deliver(job_id, redelivered).await {
+    async fn deliver_in_span(&self, job_id: i64) -> Disposition {
+        match self.try_deliver(job_id).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "delivery finished");
                 Disposition::Done
@@ -100,7 +99,7 @@ impl Deliverer {
         }
     }
 
-    async fn try_deliver(&self, job_id: i64, redelivered: bool) -> Result<Outcome, Error> {
+    async fn try_deliver(&self, job_id: i64) -> Result<Outcome, Error> {
         let Some(job) = db::run(&self.pool, move |c| Ok(mail_job::load(c, job_id)?)).await? else {
             tracing::warn!("message for an unknown job; dropped");
             return Ok(Outcome::Skipped);
@@ -117,13 +116,26 @@ impl Deliverer {
             self.park(&job, wait).await?;
             return Ok(Outcome::Parked);
         }
-        let Some(job) = db::run(&self.pool, move |c| {
-            Ok(mail_job::claim(c, job_id, redelivered, LEASE)?)
-        })
-        .await?
+        if job.state == JobState::Sending
+            && let Some(until) = job.lease_until
+            && let Ok(left) = (until - Utc::now()).to_std()
+        {
+            // Another delivery holds the job and renews its lease: this message is a copy
+            // (a redelivery after the holder's broker link failed). It waits in a delay
+            // tier; if the holder dies, the lease runs out and the copy takes the job.
+            tracing::info!(
+                lease_left_ms = left.as_millis() as u64,
+                "job held by another delivery; the message waits"
+            );
+            self.park(&job, left.min(LEASE)).await?;
+            return Ok(Outcome::Parked);
+        }
+        let Some(job) =
+            db::run(&self.pool, move |c| Ok(mail_job::claim(c, job_id, LEASE)?)).await?
         else {
             return Ok(Outcome::Skipped);
         };
+        let _held = self.leases.hold(job_id);
         if job.code_expires_at <= Utc::now() {
             db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, job_id)?)).await?;
             self.count("expired");

@@ -7,6 +7,7 @@ mod consumer;
 mod deliver;
 mod health;
 pub mod i18n;
+mod lease;
 mod mail;
 pub mod mailbox;
 pub mod ops;

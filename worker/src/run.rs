@@ -38,6 +38,7 @@ pub struct Application {
     health: HealthState,
     amqp_url: String,
     prefetch: u16,
+    grace: Duration,
 }
 
 impl Application {
@@ -79,6 +80,7 @@ impl Application {
             publisher,
             metrics: metrics.clone(),
             smtp_health: smtp_health.clone(),
+            leases: Arc::default(),
         });
 
         let listener = TcpListener::bind(config.worker_addr).await.map_err(|e| {
@@ -100,6 +102,7 @@ impl Application {
             },
             amqp_url: config.amqp.amqp_url,
             prefetch: config.worker_concurrency,
+            grace: config.worker_shutdown_grace,
         })
     }
 
@@ -130,7 +133,14 @@ impl Application {
             publisher.clone(),
             stop.clone(),
         ));
-        let sweeper = tokio::spawn(sweep_stranded(pool, stop.clone()));
+        let sweeper = tokio::spawn(sweep_stranded(pool.clone(), stop.clone()));
+        // Leases are renewed until the last delivery has ended, after the consumer stops.
+        let (leases_stop_tx, leases_stop) = watch::channel(false);
+        let renewer = tokio::spawn(crate::lease::keep_renewed(
+            self.deliverer.leases.clone(),
+            pool,
+            leases_stop,
+        ));
         let consumer = tokio::spawn(
             ConsumerLoop {
                 deliverer: self.deliverer,
@@ -138,6 +148,7 @@ impl Application {
                 prefetch: self.prefetch,
                 consuming: self.health.consuming.clone(),
                 reconnects: self.health.metrics.amqp_reconnects.clone(),
+                grace: self.grace,
             }
             .run(stop),
         );
@@ -145,6 +156,8 @@ impl Application {
         shutdown.requested().await;
         let _ = stop_tx.send(true);
         let _ = consumer.await;
+        let _ = leases_stop_tx.send(true);
+        let _ = renewer.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
         sweeper.abort();
         let _ = health.await;

@@ -106,27 +106,16 @@ pub fn cancel_unsent_for_user(
     .execute(conn)
 }
 
-/// Takes the job for sending: from `queued` or `retrying`, or from `sending` when the
-/// previous holder's lease ran out or the broker redelivered its message (the holder died).
-pub fn claim(
-    conn: &mut PgConnection,
-    id: i64,
-    redelivered: bool,
-    lease: Duration,
-) -> QueryResult<Option<MailJob>> {
+/// Takes the job for sending: from `queued` or `retrying`, or from `sending` once the
+/// previous holder's lease ran out (it died, or lost the database). A live holder renews its
+/// lease ([`renew_leases`]), so a second message for a job being sent (a redelivery after
+/// its holder's broker link failed) never takes it over.
+pub fn claim(conn: &mut PgConnection, id: i64, lease: Duration) -> QueryResult<Option<MailJob>> {
     let now = Utc::now();
-    let lease_until =
-        now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
-    let stale_sending =
-        mail_jobs::state
-            .eq(JobState::Sending)
-            .and(
-                mail_jobs::lease_until
-                    .lt(now)
-                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>(
-                        if redelivered { "true" } else { "false" },
-                    )),
-            );
+    let lease_until = now + chrono_duration(lease);
+    let stale_sending = mail_jobs::state
+        .eq(JobState::Sending)
+        .and(mail_jobs::lease_until.lt(now));
     diesel::update(
         mail_jobs::table
             .filter(mail_jobs::id.eq(id))
@@ -140,6 +129,44 @@ pub fn claim(
     .returning(MailJob::as_returning())
     .get_result(conn)
     .optional()
+}
+
+/// Extends the leases of the jobs a worker still sends, in one statement; returns how many
+/// it still holds.
+pub fn renew_leases(conn: &mut PgConnection, ids: &[i64], lease: Duration) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::id.eq_any(ids))
+            .filter(mail_jobs::state.eq(JobState::Sending)),
+    )
+    .set(mail_jobs::lease_until.eq(Some(Utc::now() + chrono_duration(lease))))
+    .execute(conn)
+}
+
+/// Hands jobs a stopping worker could not finish back at once: `retrying`, due now, so the
+/// redelivery of their message claims them without waiting for the lease.
+pub fn release(conn: &mut PgConnection, ids: &[i64], why: &str) -> QueryResult<usize> {
+    let now = Utc::now();
+    diesel::update(
+        mail_jobs::table
+            .filter(mail_jobs::id.eq_any(ids))
+            .filter(mail_jobs::state.eq(JobState::Sending)),
+    )
+    .set((
+        mail_jobs::state.eq(JobState::Retrying),
+        mail_jobs::last_error.eq(Some(why)),
+        mail_jobs::next_attempt_at.eq(Some(now)),
+        mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
+        mail_jobs::updated_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::minutes(5))
 }
 
 /// The job as it stands after an attempt was recorded: another process may have superseded

@@ -25,6 +25,8 @@ pub struct MailJob {
     /// (what MAIL_MAX_ATTEMPTS limits).
     pub failed_deliveries: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// While `sending`: until when the holder's claim protects it (renewed while it sends).
+    pub lease_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub trace_context: Option<String>,
 }

@@ -51,7 +51,8 @@ impl FromStr for Purpose {
 /// | move | from | to |
 /// | --- | --- | --- |
 /// | `enqueue` | (new) | `queued` |
-/// | `claim` | `queued`, `retrying`; `sending` whose lease ran out or whose message was redelivered | `sending` |
+/// | `claim` | `queued`, `retrying`; `sending` whose lease ran out (its holder stopped renewing it) | `sending` |
+/// | `release` | `sending` (a stopping worker hands back what it could not finish) | `retrying` |
 /// | `mark_sent` | `sending`; `superseded`, `cancelled` (the mail was already on its way) | `sent` |
 /// | `mark_retrying`, `mark_failed`, `mark_expired` | `sending` | `retrying`, `failed`, `expired` |
 /// | `supersede_unsent` | `queued`, `retrying`, `sending` | `superseded` |
