@@ -194,6 +194,69 @@ async fn sigterm_finishes_or_hands_back_the_mails_in_flight_and_exits_0() {
     assert_eq!(by_message_id(&env.sink.messages()).len(), N);
 }
 
+/// A stop whose mails in flight outlast `WORKER_SHUTDOWN_GRACE`: the worker does not wait for
+/// them, exits 0, and hands their jobs back (none is left `sending` for a lease to run out);
+/// the next worker sends them. A mail whose final dot was already on the wire may arrive
+/// twice (the server accepted it after the worker gave up): the documented window.
+#[tokio::test]
+async fn sigterm_hands_back_what_outlasts_the_grace_period_and_exits_0() {
+    const N: usize = 8;
+    const SLOW: Duration = Duration::from_secs(12);
+    let mut env = TestEnv::builder()
+        .env("WORKER_CONCURRENCY", "4")
+        .env("WORKER_SHUTDOWN_GRACE", "1s")
+        .without_worker()
+        .start()
+        .await;
+    let api = env.api();
+    let users = users_with_mail(&api, "grace", N).await;
+    let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
+
+    env.sink.data_delay(SLOW);
+    env.restart_worker().await;
+    let env_ref = &env;
+    let in_flight = eventually("4 mails in flight", WAIT, || async move {
+        let sending = sending_recipients(env_ref).await;
+        (sending.len() == 4).then_some(sending)
+    })
+    .await;
+    let stopping = Instant::now();
+    let status = env.terminate_worker().await;
+    let took = stopping.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "worker run must exit 0 on SIGTERM; log:\n{}",
+        env.log_tail(Role::Worker(0), 30)
+    );
+    assert!(
+        took < SLOW - Duration::from_secs(2),
+        "with a 1 s grace period the worker must not wait for mails that take {SLOW:?} \
+         (it exited after {took:?})"
+    );
+    let still_sending = sending_recipients(&env).await;
+    assert!(
+        still_sending.is_empty(),
+        "the stop must hand its jobs back, but these are still sending: {still_sending:?}"
+    );
+    let handed_back = env.jobs(&["--status", "retrying", "--limit", "100"]).await;
+    assert!(
+        !handed_back.is_empty(),
+        "the jobs in flight ({in_flight:?}) must be retrying after the stop"
+    );
+
+    env.sink.data_delay(Duration::ZERO);
+    env.restart_worker().await;
+    wait_all_recipients(&env, &addresses, WAIT).await;
+    wait_jobs_in_state(&env, "sent", N, WAIT).await;
+    // The aborted deliveries' copies arrive once the sink's delay has passed.
+    tokio::time::sleep(SLOW.saturating_sub(stopping.elapsed())).await;
+    env.sink
+        .assert_count_stays(env.sink.count(), Duration::from_secs(1))
+        .await;
+    assert_duplicates_within_window(&env.sink.messages(), N, &in_flight);
+}
+
 /// `GET /readyz` of the API: status and body.
 async fn readyz(api: &Api) -> (u16, Value) {
     let resp = api.without_token().get("/readyz").await;
