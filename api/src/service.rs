@@ -18,15 +18,19 @@ impl AppState {
     /// without waiting.
     async fn changing<F>(&self, trace: TraceContext, command: F) -> Result<Outcome, Error>
     where
-        F: FnOnce(&common::commands::Commands, &mut diesel::PgConnection) -> Result<Outcome, Error>
+        F: FnOnce(
+                &common::commands::Commands,
+                &mut diesel::PgConnection,
+                Option<&str>,
+            ) -> Result<Outcome, Error>
             + Send
             + 'static,
     {
         let commands = self.commands.clone();
         let traceparent = trace.into_traceparent();
-        let for_command = Some(traceparent.clone());
+        let for_command = traceparent.clone();
         let outcome = db::run(&self.pool, move |conn| {
-            common::trace::with_context(for_command, || command(&commands, conn))
+            command(&commands, conn, Some(&for_command))
         })
         .await?;
         if let Some(job_id) = outcome.job_id {
@@ -54,8 +58,8 @@ impl AppState {
         user_id: String,
         request: SetEmail,
     ) -> Result<Outcome, Error> {
-        self.changing(trace, move |c, conn| {
-            c.set_contact_email(conn, &who(&principal, &scope, &user_id), &request)
+        self.changing(trace, move |c, conn, trace| {
+            c.set_contact_email(conn, &who(&principal, &scope, &user_id, trace), &request)
         })
         .await
     }
@@ -71,7 +75,7 @@ impl AppState {
         self.plain(move |c, conn| {
             c.verify_email(
                 conn,
-                &who(&principal, &scope, &user_id),
+                &who(&principal, &scope, &user_id, None),
                 target(otp_email_id.as_deref()),
                 &code,
             )
@@ -88,10 +92,10 @@ impl AppState {
         otp_email_id: Option<String>,
         delivery: CodeDelivery,
     ) -> Result<Outcome, Error> {
-        self.changing(trace, move |c, conn| {
+        self.changing(trace, move |c, conn, trace| {
             c.resend_email_code(
                 conn,
-                &who(&principal, &scope, &user_id),
+                &who(&principal, &scope, &user_id, trace),
                 target(otp_email_id.as_deref()),
                 &delivery,
             )
@@ -107,8 +111,8 @@ impl AppState {
         user_id: String,
         request: SetEmail,
     ) -> Result<Outcome, Error> {
-        self.changing(trace, move |c, conn| {
-            c.add_otp_email(conn, &who(&principal, &scope, &user_id), &request)
+        self.changing(trace, move |c, conn, trace| {
+            c.add_otp_email(conn, &who(&principal, &scope, &user_id, trace), &request)
         })
         .await
     }
@@ -121,7 +125,11 @@ impl AppState {
         otp_email_id: String,
     ) -> Result<Details, Error> {
         self.plain(move |c, conn| {
-            c.remove_otp_email(conn, &who(&principal, &scope, &user_id), &otp_email_id)
+            c.remove_otp_email(
+                conn,
+                &who(&principal, &scope, &user_id, None),
+                &otp_email_id,
+            )
         })
         .await
     }
@@ -133,8 +141,8 @@ impl AppState {
         scope: Scope,
         request: CreateUser,
     ) -> Result<Outcome, Error> {
-        self.changing(trace, move |c, conn| {
-            c.create_user(conn, &principal, &scope, &request)
+        self.changing(trace, move |c, conn, trace| {
+            c.create_user(conn, &principal, &scope, &request, trace)
         })
         .await
     }
@@ -145,7 +153,7 @@ impl AppState {
         scope: Scope,
         user_id: String,
     ) -> Result<UserView, Error> {
-        self.plain(move |c, conn| c.get_user(conn, &who(&principal, &scope, &user_id)))
+        self.plain(move |c, conn| c.get_user(conn, &who(&principal, &scope, &user_id, None)))
             .await
     }
 
@@ -155,17 +163,23 @@ impl AppState {
         scope: Scope,
         user_id: String,
     ) -> Result<Details, Error> {
-        self.plain(move |c, conn| c.delete_user(conn, &who(&principal, &scope, &user_id)))
+        self.plain(move |c, conn| c.delete_user(conn, &who(&principal, &scope, &user_id, None)))
             .await
     }
 }
 
-/// The user a call is about, and who asks.
-fn who<'a>(principal: &'a Principal, scope: &'a Scope, user_id: &'a str) -> UserRef<'a> {
+/// The user a call is about, and who asks (in the trace `trace` for a call that may mail).
+fn who<'a>(
+    principal: &'a Principal,
+    scope: &'a Scope,
+    user_id: &'a str,
+    trace: Option<&'a str>,
+) -> UserRef<'a> {
     UserRef {
         principal,
         scope,
         user_id,
+        trace,
     }
 }
 

@@ -47,7 +47,7 @@ pub struct ScriptParams {
 const CODE_HASH_BYTES: usize = 32;
 /// XChaCha20-Poly1305 of a 6-character code: 24-byte nonce + 6 + 16-byte tag.
 const CIPHERTEXT_BYTES: usize = 46;
-/// A W3C traceparent, as `crate::trace::current()` stores with each job.
+/// A W3C traceparent, as the api stores with each job.
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// Makes the `bench_users (n, user_id)` helper table: every user that has a contact email,

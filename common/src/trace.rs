@@ -3,12 +3,10 @@
 //! traces, when exported) of one request and its mail join up.
 //!
 //! The api's request middleware makes each request's [`TraceContext`] and hands it, as a
-//! value, to the call that may enqueue a mail. Until the domain commands take it as an
-//! argument, the call sets it around the command with [`with_context`], and enqueuing a job
-//! reads it with [`current`]: a thread-local confined to that one command on the blocking
-//! pool.
+//! value, to the call that may enqueue a mail; the call passes its `traceparent` to the
+//! domain command (`commands::UserRef::trace`), which stores it with the job it enqueues. No
+//! ambient (task- or thread-local) state is involved.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -124,23 +122,6 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (a command on this thread) with `traceparent` as the ambient trace context.
-pub fn with_context<T>(traceparent: Option<String>, f: impl FnOnce() -> T) -> T {
-    let previous = CURRENT.with(|c| c.replace(traceparent));
-    let result = f();
-    CURRENT.with(|c| *c.borrow_mut() = previous);
-    result
-}
-
-/// The ambient trace context of this thread, if any.
-pub fn current() -> Option<String> {
-    CURRENT.with(|c| c.borrow().clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,13 +153,5 @@ mod tests {
         assert!(TraceParent::parse(&child.header()).is_some());
         let fresh = TraceParent::child_of(Some("not-a-trace-id"));
         assert_eq!(fresh.trace_id.len(), 32);
-    }
-
-    #[test]
-    fn the_ambient_context_is_scoped() {
-        assert_eq!(current(), None);
-        let inner = with_context(Some("tp".into()), current);
-        assert_eq!(inner.as_deref(), Some("tp"));
-        assert_eq!(current(), None);
     }
 }

@@ -72,7 +72,7 @@ impl Commands {
                     return Ok(Outcome::unchanged(user.last_details()));
                 }
                 let (code, job_id) =
-                    self.replace_contact_email(conn, user, existing, request, now)?;
+                    self.replace_contact_email(conn, user, existing, request, who.trace, now)?;
                 let details = append_event(
                     conn,
                     user,
@@ -98,6 +98,7 @@ impl Commands {
         user: &UserRow,
         existing: Option<EmailRow>,
         request: &SetEmail,
+        trace: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(Option<String>, Option<i64>), Error> {
         let address = request.address.as_str();
@@ -115,7 +116,7 @@ impl Commands {
             purpose: Purpose::ContactEmail,
             address,
         };
-        self.code_for(conn, user, email, &request.verification, now)
+        self.code_for(conn, user, email, &request.verification, trace, now)
     }
 
     /// Add OTP Email authenticator (SPEC 3.4).
@@ -142,7 +143,7 @@ impl Commands {
                     address,
                 };
                 let (code, job_id) =
-                    self.code_for(conn, user, email, &request.verification, now)?;
+                    self.code_for(conn, user, email, &request.verification, who.trace, now)?;
                 let details = append_event(
                     conn,
                     user,
@@ -283,7 +284,7 @@ impl Commands {
                 purpose: target.purpose(),
                 address: &row.address,
             };
-            let (code, job_id) = self.code_for(conn, user, email, &verification, now)?;
+            let (code, job_id) = self.code_for(conn, user, email, &verification, who.trace, now)?;
             let details = append_event(
                 conn,
                 user,

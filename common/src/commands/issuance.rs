@@ -95,6 +95,7 @@ impl Commands {
         user: &UserRow,
         email: EmailRef<'_>,
         verification: &Verification,
+        trace: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(Option<String>, Option<i64>), Error> {
         let default_template = CodeRules::for_purpose(&self.policy, email.purpose).default_template;
@@ -124,6 +125,7 @@ impl Commands {
                 url_template: template,
                 code: &issued.code,
                 code_expires_at: issued.expires_at,
+                trace_context: trace,
             },
             now,
         )?;

@@ -37,12 +37,15 @@ use crate::tenancy::{Scope, resolve_instance, resolve_org};
 use crate::time::now_ms;
 
 /// The user a call is about, and who asks: the token's principal, the request's
-/// `instance` / `organization`, and the user id of the path.
+/// `instance` / `organization`, and the user id of the path; with the request's trace
+/// context, which a mail job the call enqueues carries to the worker.
 #[derive(Debug, Clone, Copy)]
 pub struct UserRef<'a> {
     pub principal: &'a Principal,
     pub scope: &'a Scope,
     pub user_id: &'a str,
+    /// W3C `traceparent` of the request, if it is traced.
+    pub trace: Option<&'a str>,
 }
 
 /// What the commands need from configuration.
@@ -125,6 +128,7 @@ pub(crate) fn load_user(
         principal,
         scope,
         user_id,
+        ..
     } = *who;
     let not_found = || Error::from(Rejection::user_not_found(call));
     let instance_id = resolve_instance(conn, principal.instance_id, scope.instance.as_ref())?

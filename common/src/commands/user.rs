@@ -69,6 +69,7 @@ impl Commands {
         principal: &Principal,
         scope: &Scope,
         request: &CreateUser,
+        trace: Option<&str>,
     ) -> Result<Outcome, Error> {
         in_transaction(conn, |conn| {
             let (instance_id, org_id) = organization_for(conn, principal, scope, request)?;
@@ -79,7 +80,7 @@ impl Commands {
             let now = now_ms();
             let user = insert_user(conn, instance_id, org_id, request.username.as_deref(), now)?;
             let (code, job_id) = match &request.email {
-                Some(email) => self.replace_contact_email(conn, &user, None, email, now)?,
+                Some(email) => self.replace_contact_email(conn, &user, None, email, trace, now)?,
                 None => (None, None),
             };
             let mut details =

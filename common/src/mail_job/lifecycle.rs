@@ -30,6 +30,9 @@ pub struct NewJob<'a> {
     pub url_template: &'a UrlTemplate,
     pub code: &'a str,
     pub code_expires_at: DateTime<Utc>,
+    /// The `traceparent` of the request that asked for the mail: the worker's delivery joins
+    /// its trace.
+    pub trace_context: Option<&'a str>,
 }
 
 /// Inserts the job `queued` (its code encrypted) and its outbox row; returns the job id.
@@ -54,7 +57,7 @@ pub fn enqueue(
             mail_jobs::code_ciphertext.eq(Some(keys.encrypt(id, job.code))),
             mail_jobs::code_expires_at.eq(job.code_expires_at),
             mail_jobs::state.eq(JobState::Queued),
-            mail_jobs::trace_context.eq(crate::trace::current()),
+            mail_jobs::trace_context.eq(job.trace_context),
             mail_jobs::created_at.eq(now),
             mail_jobs::updated_at.eq(now),
         ))
