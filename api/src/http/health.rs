@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -12,10 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
-use utoipa::OpenApi;
-
-use super::routes::ApiDoc;
-use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,6 +64,6 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 /// This document.
 async fn openapi() -> impl IntoResponse {
     static DOC: OnceLock<String> = OnceLock::new();
-    let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
+    let doc = DOC.get_or_init(|| super::openapi::document().to_string());
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str())
 }

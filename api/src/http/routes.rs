@@ -21,12 +21,13 @@ use crate::state::AppState;
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
-/// The error answers every call may give (SPEC 3.6); the body is always [`ErrorBody`].
+/// The error answers of a call that reads a JSON body and may enqueue a mail (SPEC 3.6); the
+/// body is always [`ErrorBody`].
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum ErrorAnswers {
     /// Validation failed or the JSON is malformed (code 3); or a code is expired, void or
-    /// there is none to resend (code 9).
+    /// there is none to resend, or the user has too many OTP Email authenticators (code 9).
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// No or unknown bearer token (code 16).
@@ -45,8 +46,64 @@ pub enum ErrorAnswers {
     #[response(status = 415)]
     UnsupportedMediaType(ErrorBody),
     /// Resend limit (code 8, `COMMAND-Rs8wq1`), with `Retry-After`.
-    #[response(status = 429)]
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Whole seconds to wait")))]
     TooManyRequests(ErrorBody),
+    /// Internal error (code 13); the log has the cause under the `x-request-id`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Database unavailable (code 14).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The error answers of a verify call: those of [`ErrorAnswers`] but 429 (no mail is sent).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum VerifyErrorAnswers {
+    /// Validation failed or the JSON is malformed (code 3); a wrong code (code 3,
+    /// `CODE-woT0xc`); an expired code (code 9, `CODE-QvUQ4P`) or too many wrong codes (code
+    /// 9, `CODE-Lk7Gq2`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No or unknown bearer token (code 16).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The token may not do this (code 7, `AUTHZ-HKJD33`).
+    #[response(status = 403)]
+    PermissionDenied(ErrorBody),
+    /// Unknown user, organization, instance or authenticator (code 5).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Body larger than 64 KiB (code 3).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Content type other than JSON (code 3).
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Internal error (code 13); the log has the cause under the `x-request-id`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Database unavailable (code 14).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The error answers of a call without a body (get, delete, remove).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NoBodyErrorAnswers {
+    /// No or unknown bearer token (code 16).
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The token may not do this (code 7, `AUTHZ-HKJD33`).
+    #[response(status = 403)]
+    PermissionDenied(ErrorBody),
+    /// Unknown user, organization, instance or authenticator (code 5).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Internal error (code 13); the log has the cause under the `x-request-id`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
     /// Database unavailable (code 14).
     #[response(status = 503)]
     Unavailable(ErrorBody),
@@ -138,7 +195,7 @@ async fn b_set_email(
 #[utoipa::path(post, path = "/v3alpha/users/{userId}/email/verify", tag = "Family A",
     summary = "Verify the contact email",
     params(("userId" = String, Path), ScopeQuery), request_body = VerifyRequest,
-    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    responses((status = 200, body = DetailsResponse<DetailsA>), VerifyErrorAnswers),
     security(("bearer" = [])))]
 async fn a_verify_email(
     State(state): State<AppState>,
@@ -162,8 +219,9 @@ async fn a_verify_email(
 #[utoipa::path(post, path = "/resources/v3alpha/users/{id}/email/_verify", tag = "Family B",
     summary = "Verify the contact email",
     params(("id" = String, Path), ScopeQuery),
-    request_body(content = String, description = "The verification code as a bare JSON string"),
-    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    request_body(content = String, content_type = "application/json",
+        description = "The verification code as a bare JSON string"),
+    responses((status = 200, body = DetailsResponse<DetailsB>), VerifyErrorAnswers),
     security(("bearer" = [])))]
 async fn b_verify_email(
     State(state): State<AppState>,
@@ -260,7 +318,7 @@ async fn b_add_otp_email(
     summary = "Verify an OTP Email registration",
     params(("userId" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
     request_body = VerifyRequest,
-    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    responses((status = 200, body = DetailsResponse<DetailsA>), VerifyErrorAnswers),
     security(("bearer" = [])))]
 async fn a_verify_otp_email(
     State(state): State<AppState>,
@@ -284,8 +342,9 @@ async fn a_verify_otp_email(
 #[utoipa::path(post, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}/_verify", tag = "Family B",
     summary = "Verify an OTP Email registration",
     params(("id" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
-    request_body(content = String, description = "The verification code as a bare JSON string"),
-    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    request_body(content = String, content_type = "application/json",
+        description = "The verification code as a bare JSON string"),
+    responses((status = 200, body = DetailsResponse<DetailsB>), VerifyErrorAnswers),
     security(("bearer" = [])))]
 async fn b_verify_otp_email(
     State(state): State<AppState>,
@@ -380,7 +439,7 @@ async fn resend<D: for<'a> From<&'a Details>>(
 #[utoipa::path(delete, path = "/v3alpha/users/{userId}/otp_email/{otpEmailId}", tag = "Family A",
     summary = "Remove an OTP Email authenticator",
     params(("userId" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
-    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    responses((status = 200, body = DetailsResponse<DetailsA>), NoBodyErrorAnswers),
     security(("bearer" = [])))]
 async fn a_remove_otp_email(
     state: State<AppState>,
@@ -394,7 +453,7 @@ async fn a_remove_otp_email(
 #[utoipa::path(delete, path = "/resources/v3alpha/users/{id}/otp_email/{otpEmailId}", tag = "Family B",
     summary = "Remove an OTP Email authenticator",
     params(("id" = String, Path), ("otpEmailId" = String, Path), ScopeQuery),
-    responses((status = 200, body = DetailsResponse<DetailsB>), ErrorAnswers),
+    responses((status = 200, body = DetailsResponse<DetailsB>), NoBodyErrorAnswers),
     security(("bearer" = [])))]
 async fn b_remove_otp_email(
     state: State<AppState>,
@@ -444,7 +503,7 @@ async fn create_user(
 #[utoipa::path(get, path = "/v3alpha/users/{userId}", tag = "Users",
     summary = "Get a user",
     params(("userId" = String, Path), ScopeQuery),
-    responses((status = 200, body = GetUserResponse), ErrorAnswers),
+    responses((status = 200, body = GetUserResponse), NoBodyErrorAnswers),
     security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
@@ -461,7 +520,7 @@ async fn get_user(
 #[utoipa::path(delete, path = "/v3alpha/users/{userId}", tag = "Users",
     summary = "Delete a user (unsent mail is cancelled)",
     params(("userId" = String, Path), ScopeQuery),
-    responses((status = 200, body = DetailsResponse<DetailsA>), ErrorAnswers),
+    responses((status = 200, body = DetailsResponse<DetailsA>), NoBodyErrorAnswers),
     security(("bearer" = [])))]
 async fn delete_user(
     State(state): State<AppState>,

@@ -23,7 +23,7 @@ mod user;
 
 pub use email::EmailTarget;
 pub use replay::SkipReason;
-pub use user::{CreateUser, OtpEmailView, UserView};
+pub use user::{CreateUser, OtpEmailView, USERNAME_MAX_LEN, UserView};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
