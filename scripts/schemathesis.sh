@@ -32,6 +32,8 @@ ST_VENV=${ST_VENV:-$root/var/schemathesis-venv}
 ST_MAX_EXAMPLES=${ST_MAX_EXAMPLES:-30}
 ST_MAX_TIME=${ST_MAX_TIME:-240}
 ST_SEED=${ST_SEED:-}
+# The phases to run; CI leaves out `coverage` (see .ci/run).
+ST_PHASES=${ST_PHASES:-examples,coverage,fuzzing,stateful}
 ST_CHECKS=${ST_CHECKS:-all}
 out="$root/var/schemathesis"
 mkdir -p "$out"
@@ -181,7 +183,7 @@ run_st() { # name [extra args...]
   local name=$1
   shift
   local args=(run "$base/openapi.json" --max-examples "$ST_MAX_EXAMPLES"
-    --phases examples,coverage,fuzzing,stateful
+    --phases "$ST_PHASES"
     --max-time "$ST_MAX_TIME" --workers 2 --request-timeout 10 --continue-on-failure
     --report junit --report-junit-path "$out/$name.xml" --output-truncate false)
   # Every check is on by default; `--checks all` on the command line would also override the
