@@ -2,6 +2,7 @@
 //! create|list|revoke`. Each one opens the database, does its one thing and prints the
 //! result for a script to read.
 
+use secrecy::ExposeSecret;
 use std::process::ExitCode;
 
 use common::auth::{self, NewToken, TokenInfo};
@@ -86,7 +87,7 @@ pub async fn bootstrap(args: BootstrapArgs) -> Result<(), Failure> {
             args.org_name
         )));
     }
-    let url = args.database.database_url.clone();
+    let url = args.database.database_url.expose_secret().to_owned();
     let out = blocking(move || {
         common::db::prepare(&url).map_err(Failure::Operational)?;
         let mut conn = connect(&url)?;
@@ -142,7 +143,7 @@ pub async fn token_create(args: TokenCreateArgs) -> Result<(), Failure> {
                 .ok_or_else(|| Failure::Usage("error: --expires-in is too long".into()))
         })
         .transpose()?;
-    let url = args.database.database_url.clone();
+    let url = args.database.database_url.expose_secret().to_owned();
     let permissions = args.permissions.clone();
     let token = blocking(move || {
         let mut conn = connect(&url)?;
@@ -167,7 +168,7 @@ pub async fn token_create(args: TokenCreateArgs) -> Result<(), Failure> {
 /// `api token list`.
 pub async fn token_list(args: TokenListArgs) -> Result<(), Failure> {
     let instance_id = parse_id("--instance", &args.instance)?;
-    let url = args.database.database_url.clone();
+    let url = args.database.database_url.expose_secret().to_owned();
     let tokens = blocking(move || {
         let mut conn = connect(&url)?;
         auth::list(&mut conn, instance_id).map_err(db_failure)
@@ -249,7 +250,7 @@ fn token_table(tokens: &[TokenInfo]) -> String {
 /// `api token revoke`.
 pub async fn token_revoke(args: TokenRevokeArgs) -> Result<(), Failure> {
     let id = parse_id("token id", &args.id)?;
-    let url = args.database.database_url.clone();
+    let url = args.database.database_url.expose_secret().to_owned();
     let found = blocking(move || {
         let mut conn = connect(&url)?;
         auth::revoke(&mut conn, id).map_err(db_failure)

@@ -5,6 +5,7 @@
 //! publisher. `main` runs it until SIGTERM/SIGINT; the in-process tests on port 0 until the
 //! test ends.
 
+use secrecy::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +61,7 @@ impl Application {
             tracing::info!(applied, "database ready");
         }
         let pool = common::db::pool(
-            &config.database.database_url,
+            config.database.database_url.expose_secret(),
             config.database.database_pool_size,
         );
         let http_metrics = HttpMetrics::default();
@@ -68,7 +69,7 @@ impl Application {
             http_metrics.register(registry)
         }));
         let publisher = Arc::new(
-            Publisher::new(config.amqp.amqp_url.clone(), "contact-email-api")
+            Publisher::new(config.amqp.amqp_url.expose_secret(), "contact-email-api")
                 .with_reconnect_counter(metrics.amqp_reconnects.clone()),
         );
         let (outbox_publisher, publisher_task) =
@@ -175,7 +176,7 @@ impl Application {
 /// Creates the database if missing and applies pending migrations (`api migrate`, and
 /// `api serve` with `RUN_MIGRATIONS`); returns how many were applied.
 pub async fn migrate(database: &DatabaseArgs) -> Result<usize, StartupError> {
-    let url = database.database_url.clone();
+    let url = database.database_url.expose_secret().to_owned();
     tokio::task::spawn_blocking(move || common::db::prepare(&url))
         .await
         .map_err(StartupError::operational)?

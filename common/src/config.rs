@@ -44,9 +44,10 @@ pub struct DatabaseArgs {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/contact_email",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Connections kept in the pool of this process.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -56,9 +57,12 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     /// Checked after parsing so that an error never echoes the URL (it may hold a password).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url(&self.database_url, &["postgres", "postgresql"])
-            .map(|_| ())
-            .map_err(|m| ConfigError::new("DATABASE_URL", m))
+        check_url(
+            self.database_url.expose_secret(),
+            &["postgres", "postgresql"],
+        )
+        .map(|_| ())
+        .map_err(|m| ConfigError::new("DATABASE_URL", m))
     }
 }
 
@@ -71,14 +75,16 @@ pub struct AmqpArgs {
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub amqp_url: String,
+    pub amqp_url: SecretString,
 }
 
 impl AmqpArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::amqp::check_nodes(&self.amqp_url).map_err(|m| ConfigError::new("AMQP_URL", m))
+        crate::amqp::check_nodes(self.amqp_url.expose_secret())
+            .map_err(|m| ConfigError::new("AMQP_URL", m))
     }
 }
 

@@ -3,6 +3,7 @@
 //! and a graceful stop that takes no new message and finishes or hands back the ones in
 //! flight.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::retry::Reconnect;
 
 pub struct ConsumerLoop {
     pub deliverer: Arc<Deliverer>,
-    pub amqp_url: String,
+    pub amqp_url: SecretString,
     pub prefetch: u16,
     /// True while consuming: what `/readyz` reports.
     pub consuming: Arc<AtomicBool>,
@@ -87,7 +88,7 @@ impl ConsumerLoop {
             .ensure_connected()
             .await
             .map_err(|e| e.to_string())?;
-        let connection = amqp::connect(&self.amqp_url, "contact-email-worker")
+        let connection = amqp::connect(self.amqp_url.expose_secret(), "contact-email-worker")
             .await
             .map_err(|e| e.to_string())?;
         let setup = async {

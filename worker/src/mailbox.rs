@@ -7,6 +7,7 @@
 //! first line of the decoded text part that holds a single word indented by four spaces:
 //! the built-in templates put it there (keep that layout in overrides for this command).
 
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Waits (up to `--wait`) for the newest mail to `--to` and returns its code.
 pub fn code(args: &MailCodeArgs) -> Result<String, String> {
-    let mut conn = PgConnection::establish(&args.database.database_url)
+    let mut conn = PgConnection::establish(args.database.database_url.expose_secret())
         .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
     let deadline = Instant::now() + args.wait;
     let job = newest_job(&mut conn, &args.to, args.purpose)?

@@ -2,6 +2,7 @@
 //! of the `worker` library: parse the command line, check it, set up logging, run, exit with
 //! the status SPEC 7 gives the outcome.
 
+use secrecy::ExposeSecret;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -61,9 +62,14 @@ fn main() -> ExitCode {
             }
             Command::Jobs(JobsCommand::Show(args)) => {
                 let id = args.id.clone();
-                let shown =
-                    blocking(move || ops::show(&args.database.database_url, &args.id, args.json))
-                        .await?;
+                let shown = blocking(move || {
+                    ops::show(
+                        args.database.database_url.expose_secret(),
+                        &args.id,
+                        args.json,
+                    )
+                })
+                .await?;
                 match shown {
                     Some(out) => {
                         println!("{out}");

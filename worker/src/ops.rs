@@ -2,6 +2,7 @@
 //! truth: replay re-publishes from the job record (never from a dead-letter body), keeping
 //! the job id and its history.
 
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 use common::amqp::{Outgoing, Publisher};
@@ -53,7 +54,7 @@ fn connect(url: &str) -> Result<PgConnection, String> {
 
 /// `worker jobs list`.
 pub fn list(args: &ListArgs) -> Result<String, String> {
-    let mut conn = connect(&args.database.database_url)?;
+    let mut conn = connect(args.database.database_url.expose_secret())?;
     let filter = JobFilter {
         state: args.status,
         user_id: args.user,
@@ -153,7 +154,7 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
     let keys = args.keys.keys().map_err(|e| e.to_string())?;
     let policy = args.codes.policy().map_err(|e| e.to_string())?;
     let commands = Arc::new(Commands { keys, policy });
-    let pool = common::db::pool(&args.database.database_url, 2);
+    let pool = common::db::pool(args.database.database_url.expose_secret(), 2);
 
     let (candidates, unknown) = select_jobs(&pool, &args).await?;
     for raw in &unknown {
@@ -161,7 +162,7 @@ pub async fn replay(args: ReplayArgs) -> Result<(), String> {
     }
     let (replayed, skipped) = replay_each(&pool, &commands, candidates, &args).await?;
     if !args.dry_run && !replayed.is_empty() {
-        publish(&pool, &args.amqp.amqp_url, &replayed).await;
+        publish(&pool, args.amqp.amqp_url.expose_secret(), &replayed).await;
     }
     println!(
         "replayed {}, skipped {}",

@@ -13,7 +13,7 @@ use common::config::{ConfigError, DatabaseArgs, StartupError};
 use common::db::{self, PgPool};
 use common::metrics::{Metrics, Process};
 use common::shutdown::Shutdown;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,7 +36,7 @@ pub struct Application {
     addr: SocketAddr,
     deliverer: Arc<Deliverer>,
     health: HealthState,
-    amqp_url: String,
+    amqp_url: SecretString,
     prefetch: u16,
     grace: Duration,
 }
@@ -59,13 +59,13 @@ impl Application {
 
         prepare_database(&config.database).await?;
         let pool = db::pool(
-            &config.database.database_url,
+            config.database.database_url.expose_secret(),
             config.database.database_pool_size,
         );
         let metrics = Arc::new(Metrics::new(Process::Worker));
         let publisher = Arc::new(
             Publisher::new(
-                config.amqp.amqp_url.clone(),
+                config.amqp.amqp_url.expose_secret(),
                 "contact-email-worker-publisher",
             )
             .with_reconnect_counter(metrics.amqp_reconnects.clone()),
@@ -208,7 +208,7 @@ fn mail_transport(
 /// Creates the database and applies migrations when PostgreSQL is up. The api migrates too,
 /// so a database that is not reachable yet is only a warning: the worker waits for it.
 async fn prepare_database(database: &DatabaseArgs) -> Result<(), StartupError> {
-    let url = database.database_url.clone();
+    let url = database.database_url.expose_secret().to_owned();
     let prepared = tokio::task::spawn_blocking(move || db::prepare(&url))
         .await
         .map_err(StartupError::operational)?;
