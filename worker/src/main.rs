@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::config::{ConfigError, StartupError};
+use common::config::StartupError;
 use common::shutdown::Shutdown;
 use worker::Application;
 use worker::cli::{Cli, Command, JobsCommand, MailCommand};
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                     None => Err(StartupError::Operational(format!("no job with id {id}"))),
                 }
             }
-            Command::Replay(args) => ops::replay(*args).await.map_err(ops_failure),
+            Command::Replay(args) => ops::replay(*args).await,
             Command::Mail(MailCommand::Code(args)) => {
                 let code = blocking(move || mailbox::code(&args)).await?;
                 println!("{code}");
@@ -99,14 +99,5 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(StartupError::operational)?
-        .map_err(ops_failure)
-}
-
-/// The operator commands still report their failures as text; the configuration errors
-/// among them (a key `replay` needs) are the `ConfigError`s they rendered, and exit 2.
-fn ops_failure(message: String) -> StartupError {
-    match message.strip_prefix("configuration error: ") {
-        Some(stated) => ConfigError::stated(stated).into(),
-        None => StartupError::Operational(message),
-    }
+        .map_err(StartupError::Operational)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::amqp::{Outgoing, Publisher};
 use common::commands::{Commands, SkipReason};
+use common::config::StartupError;
 use common::db::PgPool;
 use common::mail_job::{self, JobFilter, JobState, JobSummary, ReplayCandidate};
 use common::time::rfc3339_ms;
@@ -150,17 +151,23 @@ pub fn show(database_url: &str, raw_id: &str, as_json: bool) -> Result<Option<St
 
 /// `worker replay`: prints `skipped <id>: <reason>` lines and the summary on stdout. The
 /// rules of a replay are `Commands::replay_job`'s; this picks the jobs, reports and publishes.
-pub async fn replay(args: ReplayArgs) -> Result<(), String> {
-    let keys = args.keys.keys().map_err(|e| e.to_string())?;
-    let policy = args.codes.policy().map_err(|e| e.to_string())?;
+/// A key or code setting it cannot use is a configuration error (exit 2); the rest is
+/// operational (exit 1).
+pub async fn replay(args: ReplayArgs) -> Result<(), StartupError> {
+    let keys = args.keys.keys()?;
+    let policy = args.codes.policy()?;
     let commands = Arc::new(Commands { keys, policy });
     let pool = common::db::pool(args.database.database_url.expose_secret(), 2);
 
-    let (candidates, unknown) = select_jobs(&pool, &args).await?;
+    let (candidates, unknown) = select_jobs(&pool, &args)
+        .await
+        .map_err(StartupError::Operational)?;
     for raw in &unknown {
         println!("skipped {raw}: {}", SkipReason::NotFound);
     }
-    let (replayed, skipped) = replay_each(&pool, &commands, candidates, &args).await?;
+    let (replayed, skipped) = replay_each(&pool, &commands, candidates, &args)
+        .await
+        .map_err(StartupError::Operational)?;
     if !args.dry_run && !replayed.is_empty() {
         publish(&pool, args.amqp.amqp_url.expose_secret(), &replayed).await;
     }
