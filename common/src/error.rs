@@ -150,6 +150,7 @@ pub mod ids {
     pub const EMAIL_VERIFICATION_CHOICE: &str = "EMAIL-Vc1oN";
     pub const EMAIL_IS_VERIFIED_FALSE: &str = "EMAIL-iVf4l";
     pub const USERNAME_INVALID: &str = "USER-uN4mE";
+    pub const LANGUAGE_INVALID: &str = "USER-L4ngTg";
     pub const REQUEST_MALFORMED: &str = "REQUEST-Mjs0n";
     pub const REQUEST_TOO_LARGE: &str = "REQUEST-Tl64k";
     pub const REQUEST_CONTENT_TYPE: &str = "REQUEST-Ct415";

@@ -50,6 +50,7 @@ diesel::table! {
         last_sequence -> Int8,
         last_changed_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        preferred_language -> Nullable<Text>,
     }
 }
 
@@ -123,6 +124,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
+        language -> Nullable<Text>,
     }
 }
 

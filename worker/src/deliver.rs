@@ -16,7 +16,7 @@ use common::trace::TraceParent;
 use tracing::Instrument;
 
 use crate::lease::{LEASE, Leases};
-use crate::mail::{MailInput, MailRenderer};
+use crate::mail::{MailInput, MailLanguage, MailRenderer};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
 use crate::transport::{MailTransport, SendFailure, SmtpHealth};
 
@@ -154,16 +154,23 @@ impl Deliverer {
             .as_deref()
             .ok_or_else(|| "the job has no code any more".to_string())?;
         let code = self.keys.decrypt(job.id, ciphertext)?;
-        self.renderer.render(&MailInput {
-            job_id: job.id,
-            purpose: job.purpose,
-            recipient: &job.recipient,
-            user_id: job.user_id,
-            org_id: job.org_id,
-            url_template: &job.url_template,
-            code: &code,
-            code_expires_at: job.code_expires_at,
-        })
+        let reader = MailLanguage {
+            language: job.language.as_deref(),
+            default_language: None,
+        };
+        self.renderer.render_in(
+            &MailInput {
+                job_id: job.id,
+                purpose: job.purpose,
+                recipient: &job.recipient,
+                user_id: job.user_id,
+                org_id: job.org_id,
+                url_template: &job.url_template,
+                code: &code,
+                code_expires_at: job.code_expires_at,
+            },
+            reader,
+        )
     }
 
     /// One delivery: the mail tried a few times in quick succession, each attempt recorded.

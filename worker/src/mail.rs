@@ -302,8 +302,8 @@ impl MailRenderer {
         Ok(())
     }
 
-    /// The full mail for a job, in English (or MAIL_TEMPLATES_DIR's flat templates): for
-    /// callers that know no reader's language yet. See [`MailRenderer::render_in`].
+    /// The full mail for a job, in English (or MAIL_TEMPLATES_DIR's flat templates).
+    #[cfg(test)]
     pub fn render(&self, input: &MailInput<'_>) -> Result<Message, String> {
         self.render_in(input, MailLanguage::default())
     }

@@ -104,6 +104,9 @@ pub struct CreateUserRequest {
     pub organization: Option<OrgDto>,
     pub instance: Option<InstanceDto>,
     pub username: Option<String>,
+    /// BCP 47 tag (`de`, `pt-BR`): the language of the user's mails (SPEC 9).
+    #[serde(rename = "preferredLanguage")]
+    pub preferred_language: Option<String>,
     pub email: Option<SetEmailDto>,
 }
 
@@ -226,6 +229,8 @@ struct UserDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     contact: Option<ContactDto>,
     otp_email: Vec<OtpEmailDto>,
     details: DetailsA,
@@ -258,6 +263,7 @@ impl From<UserView> for GetUserResponse {
                 id: u.id.to_string(),
                 organization_id: u.organization_id.to_string(),
                 username: u.username,
+                preferred_language: u.preferred_language,
                 contact: u.contact_email.map(|(address, is_verified)| ContactDto {
                     email: EmailDto {
                         address,

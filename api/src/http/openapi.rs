@@ -63,6 +63,18 @@ const URL_TEMPLATE_PATTERN: &str = concat!(
 const USERNAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
+/// `preferredLanguage`: empty (not given) or a BCP 47 language tag of RFC 5646 in any case,
+/// `_` taken for `-`: language (with up to three extended subtags), script, region, variants,
+/// extensions, private use. The server also refuses a variant or an extension singleton
+/// given twice, which a pattern cannot say.
+const LANGUAGE_PATTERN: &str = concat!(
+    r"^(?:(?:[A-Za-z]{2,3}(?:[-_][A-Za-z]{3}){0,3}|[A-Za-z]{4,8})",
+    r"(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?",
+    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*",
+    r"(?:[-_][0-9A-WY-Za-wy-z](?:[-_][A-Za-z0-9]{2,8})+)*",
+    r"(?:[-_][xX](?:[-_][A-Za-z0-9]{1,8})+)?)?$"
+);
+
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -135,6 +147,14 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
             "pattern": USERNAME_PATTERN,
             "description": format!("1 to {USERNAME_MAX_LEN} characters after trimming white space, \
                 no control character")}),
+        ),
+    );
+    create_properties.insert(
+        "preferredLanguage".into(),
+        or_null(
+            json!({"type": "string", "maxLength": 128, "pattern": LANGUAGE_PATTERN,
+            "description": "The language of the user's mails (SPEC 9): a BCP 47 tag such as \
+                `de` or `pt-BR`, in any case; `\"\"` means not given. Shown by get user."}),
         ),
     );
     create_properties.insert("email".into(), or_null(reference("SetEmailDto")));

@@ -493,6 +493,7 @@ async fn create_user(
     let request = CreateUser {
         organization: None,
         username: CreateUser::parse_username(body.username.as_deref())?,
+        preferred_language: CreateUser::parse_language(body.preferred_language.as_deref())?,
         email: body.email.as_ref().map(|e| e.parse("email.")).transpose()?,
     };
     let scope = query.merge(body.instance, body.organization);

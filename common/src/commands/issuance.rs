@@ -126,6 +126,7 @@ impl Commands {
                 code: &issued.code,
                 code_expires_at: issued.expires_at,
                 trace_context: trace,
+                language: user.preferred_language.as_deref(),
             },
             now,
         )?;

@@ -98,6 +98,8 @@ pub(crate) struct UserRow {
     pub instance_id: i64,
     pub org_id: i64,
     pub username: Option<String>,
+    /// BCP 47, canonical case: the language of the user's mails.
+    pub preferred_language: Option<String>,
     pub last_sequence: i64,
     pub last_changed_at: DateTime<Utc>,
 }

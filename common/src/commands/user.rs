@@ -9,7 +9,7 @@ use super::{
     Commands, Details, Outcome, UserRef, UserRow, append_event, in_transaction, load_user, on_user,
 };
 use crate::auth::{Access, Principal};
-use crate::domain::{SetEmail, Verification};
+use crate::domain::{LanguageTag, SetEmail, Verification};
 use crate::error::{Call, Code, Error, Rejection, ids};
 use crate::mail_job;
 use crate::schema::users;
@@ -24,10 +24,28 @@ pub const USERNAME_MAX_LEN: usize = 200;
 pub struct CreateUser {
     pub organization: Option<OrgRef>,
     pub username: Option<String>,
+    /// `preferredLanguage`: a BCP 47 tag in canonical case (SPEC 9).
+    pub preferred_language: Option<String>,
     pub email: Option<SetEmail>,
 }
 
 impl CreateUser {
+    /// `preferredLanguage`: a well-formed BCP 47 tag (any case; kept in canonical case), or
+    /// absent. An empty string counts as absent, as in proto3.
+    pub fn parse_language(raw: Option<&str>) -> Result<Option<String>, Rejection> {
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+            return Ok(None);
+        };
+        LanguageTag::parse(raw)
+            .map(|tag| Some(tag.to_string()))
+            .map_err(|_| {
+                Rejection::invalid(
+                    ids::LANGUAGE_INVALID,
+                    "preferredLanguage must be a BCP 47 language tag such as de or pt-BR",
+                )
+            })
+    }
+
     pub fn parse_username(raw: Option<&str>) -> Result<Option<String>, Rejection> {
         let Some(raw) = raw else { return Ok(None) };
         let name = raw.trim();
@@ -48,6 +66,7 @@ pub struct UserView {
     pub id: i64,
     pub organization_id: i64,
     pub username: Option<String>,
+    pub preferred_language: Option<String>,
     /// Contact email: address and verified flag.
     pub contact_email: Option<(String, bool)>,
     pub otp_emails: Vec<OtpEmailView>,
@@ -78,7 +97,7 @@ impl Commands {
                 check_username_free(conn, instance_id, name)?;
             }
             let now = now_ms();
-            let user = insert_user(conn, instance_id, org_id, request.username.as_deref(), now)?;
+            let user = insert_user(conn, instance_id, org_id, request, now)?;
             let (code, job_id) = match &request.email {
                 Some(email) => self.replace_contact_email(conn, &user, None, email, trace, now)?,
                 None => (None, None),
@@ -104,6 +123,7 @@ impl Commands {
             id: user.id,
             organization_id: user.org_id,
             username: user.username.clone(),
+            preferred_language: user.preferred_language.clone(),
             contact_email: contact.map(|c| (c.address, c.verified)),
             otp_emails: otp
                 .into_iter()
@@ -201,14 +221,15 @@ fn insert_user(
     conn: &mut PgConnection,
     instance_id: i64,
     org_id: i64,
-    username: Option<&str>,
+    request: &CreateUser,
     now: DateTime<Utc>,
 ) -> QueryResult<UserRow> {
     diesel::insert_into(users::table)
         .values((
             users::instance_id.eq(instance_id),
             users::org_id.eq(org_id),
-            users::username.eq(username),
+            users::username.eq(request.username.as_deref()),
+            users::preferred_language.eq(request.preferred_language.as_deref()),
             users::created_at.eq(now),
             users::last_sequence.eq(0),
             users::last_changed_at.eq(now),
@@ -221,6 +242,7 @@ fn insert_user(
 fn created_event(request: &CreateUser) -> serde_json::Value {
     json!({
         "username": request.username,
+        "preferredLanguage": request.preferred_language,
         "email": request.email.as_ref().map(|e| e.address.as_str()),
         "emailVerified": request.email.as_ref().map(|e| e.verification == Verification::IsVerified),
     })

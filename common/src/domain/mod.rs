@@ -4,10 +4,12 @@
 
 pub mod code;
 pub mod email_address;
+pub mod language;
 pub mod requests;
 pub mod url_template;
 
 pub use code::{CodeKeys, CodeSpec, SubmittedCode};
 pub use email_address::EmailAddress;
+pub use language::LanguageTag;
 pub use requests::*;
 pub use url_template::{LinkValues, UrlTemplate};

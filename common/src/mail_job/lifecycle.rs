@@ -33,6 +33,8 @@ pub struct NewJob<'a> {
     /// The `traceparent` of the request that asked for the mail: the worker's delivery joins
     /// its trace.
     pub trace_context: Option<&'a str>,
+    /// The reader's language (the user's `preferredLanguage`), if any.
+    pub language: Option<&'a str>,
 }
 
 /// Inserts the job `queued` (its code encrypted) and its outbox row; returns the job id.
@@ -58,6 +60,7 @@ pub fn enqueue(
             mail_jobs::code_expires_at.eq(job.code_expires_at),
             mail_jobs::state.eq(JobState::Queued),
             mail_jobs::trace_context.eq(job.trace_context),
+            mail_jobs::language.eq(job.language),
             mail_jobs::created_at.eq(now),
             mail_jobs::updated_at.eq(now),
         ))

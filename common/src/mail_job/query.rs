@@ -29,6 +29,8 @@ pub struct MailJob {
     pub lease_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub trace_context: Option<String>,
+    /// The reader's language (BCP 47), if the user has one.
+    pub language: Option<String>,
 }
 
 pub fn load(conn: &mut PgConnection, id: i64) -> QueryResult<Option<MailJob>> {
