@@ -37,6 +37,13 @@ fn title(md: &mut Markdown, r: &Results) {
          [bench/README.md](../README.md).",
         secs(r.total_time)
     ));
+    if !r.settings.skipped_phases.is_empty() {
+        md.para(format!(
+            "**Partial run** (`--phases`): skipped {}; the figures of a skipped phase read \
+             zero below.",
+            r.settings.skipped_phases.join(", ")
+        ));
+    }
 }
 
 /// The headline figures, each next to its ceiling where it has one.
