@@ -66,9 +66,22 @@ struct Args {
     /// pgbench threads (`-j`).
     #[arg(long, default_value_t = 2)]
     pgbench_threads: usize,
+    /// Phases to run, comma-separated: `api` (phase 1 with pgbench), `worker` (phases 2 and
+    /// 3: the drain next to the lettre ceilings, and end-to-end latency), `outage` (phase 5).
+    /// A skipped phase reads zero in the report, which says so.
+    #[arg(long, value_delimiter = ',', default_values = ["api", "worker", "outage"])]
+    phases: Vec<Phase>,
     /// Where to write the markdown report (default: print it only as a summary).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// A part of the run that `--phases` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    Api,
+    Worker,
+    Outage,
 }
 
 #[tokio::main]
@@ -106,13 +119,30 @@ async fn main() {
         pool_size: args.pool_size,
         e2e_mails: args.e2e_mails,
         pgbench_threads: args.pgbench_threads,
+        skipped_phases: [
+            (Phase::Api, "1 (API load, pgbench)"),
+            (Phase::Worker, "2 and 3 (worker drain, end-to-end latency)"),
+            (Phase::Outage, "5 (broker unreachable)"),
+        ]
+        .into_iter()
+        .filter(|(p, _)| !args.phases.contains(p))
+        .map(|(_, name)| name.to_string())
+        .collect(),
     };
     let mut machine = machine_info(&bin_dir);
     eprintln!("bench: load average before: {}", machine.load_before);
 
-    let api = phase_api(&settings).await;
-    let (worker, e2e) = phase_worker(&settings).await;
-    let outage = if args.outage_requests > 0 {
+    let api = if args.phases.contains(&Phase::Api) {
+        phase_api(&settings).await
+    } else {
+        ApiPhase::default()
+    };
+    let (worker, e2e) = if args.phases.contains(&Phase::Worker) {
+        phase_worker(&settings).await
+    } else {
+        Default::default()
+    };
+    let outage = if args.outage_requests > 0 && args.phases.contains(&Phase::Outage) {
         Some(phase_outage(&settings, args.outage_requests).await)
     } else {
         None

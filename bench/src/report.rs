@@ -118,6 +118,8 @@ pub struct Settings {
     pub pool_size: usize,
     pub e2e_mails: usize,
     pub pgbench_threads: usize,
+    /// Phases left out with `--phases` (their figures stay zero in the report).
+    pub skipped_phases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -367,6 +369,7 @@ mod tests {
                 pool_size: 16,
                 e2e_mails: 200,
                 pgbench_threads: 2,
+                skipped_phases: Vec::new(),
             },
             api: ApiPhase {
                 users: 3200,

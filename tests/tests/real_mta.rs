@@ -282,6 +282,73 @@ async fn auth_over_starttls_delivers_as_the_authenticated_sender() {
     );
 }
 
+/// Every form of `SMTP_URL` delivers through one Postfix (SPEC 8): plain `smtp://`,
+/// `?tls=opportunistic` against a relay without STARTTLS (stays plain) and with it
+/// (upgrades), `?tls=required`, `smtps://`, and the TLS forms again with credentials (AUTH
+/// PLAIN/LOGIN after TLS). Plain `smtp://` with credentials is a configuration fault here
+/// (Postfix offers AUTH only over TLS): `credentials_for_a_relay_without_auth_...`.
+#[tokio::test]
+async fn every_smtp_url_form_delivers() {
+    let postfix = postfix_or_skip!("every_smtp_url_form_delivers");
+    let ca = postfix.ca_file().display().to_string();
+    let mut w = World::from_builder(
+        builder(&postfix.plain_url()).env("SMTP_TLS_CA_FILE", &ca),
+        &[],
+    )
+    .await;
+    let (plain, starttls, smtps) = (
+        postfix.plain_port(),
+        postfix.starttls_port(),
+        postfix.smtps_port(),
+    );
+    // (SMTP_URL, whether the session is encrypted)
+    let mut forms = vec![
+        (format!("smtp://127.0.0.1:{plain}"), false),
+        (format!("smtp://127.0.0.1:{plain}?tls=opportunistic"), false),
+        (
+            format!("smtp://127.0.0.1:{starttls}?tls=opportunistic"),
+            true,
+        ),
+        (format!("smtp://127.0.0.1:{starttls}?tls=required"), true),
+        (format!("smtps://127.0.0.1:{smtps}"), true),
+    ];
+    let auth = postfix::auth_skip_reason().is_none();
+    if auth {
+        let user = format!("{AUTH_USER}:{}", AUTH_PASSWORD);
+        forms.extend([
+            (
+                format!("smtp://{user}@127.0.0.1:{starttls}?tls=opportunistic"),
+                true,
+            ),
+            (
+                format!("smtp://{user}@127.0.0.1:{starttls}?tls=required"),
+                true,
+            ),
+            (format!("smtps://{user}@127.0.0.1:{smtps}"), true),
+        ]);
+    } else {
+        eprintln!(
+            "every_smtp_url_form_delivers: the forms with credentials are skipped (no Cyrus SASL)"
+        );
+    }
+    for (url, tls) in forms {
+        w.env.set_env("SMTP_URL", &url);
+        w.env.restart_worker().await;
+        let mail = contact_email_is_delivered(&w, &postfix, tls).await;
+        let received = mail.header("Received").unwrap_or_default();
+        let authenticated = format!("(Authenticated sender: {AUTH_USER}@{DOMAIN})");
+        assert_eq!(
+            received.contains(&authenticated),
+            url.contains('@'),
+            "{url}: authenticated exactly when the URL has credentials: {received}"
+        );
+    }
+    assert!(
+        !w.env.worker_logs().contains(AUTH_PASSWORD),
+        "the worker logged the SMTP password"
+    );
+}
+
 /// One faulty SMTP configuration of the worker and how to fix it.
 struct Fault<'a> {
     /// `SMTP_URL` while faulty.

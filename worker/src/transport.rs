@@ -1,4 +1,4 @@
-//! Where mails go: an SMTP server through lettre's pooled async transport, or `.eml` files
+//! Where mails go: an SMTP relay through a pool of connections (`relay`), or `.eml` files
 //! in MAIL_DIR when no SMTP server is configured. Each send reports the server's reply and
 //! what a failure means: worth retrying, hopeless for this mail, or the worker's own
 //! configuration (an untrusted certificate, authentication refused), which must never burn
@@ -7,22 +7,28 @@
 //! TLS (`smtps://`, `?tls=required`, `?tls=opportunistic`) verifies the relay's certificate
 //! against the system's trust store plus the CAs of `SMTP_TLS_CA_FILE`; there is no switch
 //! that turns verification off.
+//!
+//! The connections are opened by the worker itself, not by lettre, to set `TCP_NODELAY`
+//! (see `relay`: a workaround to drop once lettre sets it).
+
+mod relay;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lettre::transport::smtp::PoolConfig;
+use lettre::Message;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use self::relay::{Relay, RelayConfig, RelayError, Security};
 
 /// How long one SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub enum MailTransport {
-    Smtp(Box<AsyncSmtpTransport<Tokio1Executor>>),
+    Smtp(Box<Relay>),
     Files(PathBuf),
 }
 
@@ -75,14 +81,17 @@ impl MailTransport {
     /// Sends one mail; `Ok` carries the server's reply (or the file written).
     pub async fn send(&self, job_id: i64, message: &Message) -> Result<String, SendFailure> {
         match self {
-            MailTransport::Smtp(smtp) => match smtp.send(message.clone()).await {
-                Ok(response) => Ok(format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
-                )),
-                Err(e) => Err(classify(&e)),
-            },
+            MailTransport::Smtp(relay) => {
+                let raw = message.formatted();
+                match relay.send(message.envelope(), &raw).await {
+                    Ok(response) => Ok(format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    )),
+                    Err(e) => Err(classify(&e)),
+                }
+            }
             MailTransport::Files(dir) => {
                 let path = dir.join(format!("{job_id}.eml"));
                 let tmp = dir.join(format!(".{job_id}.eml.tmp"));
@@ -117,11 +126,9 @@ async fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<
     file.sync_all().await
 }
 
-/// Builds lettre's pooled transport the way `SMTP_URL` says, with certificates checked
+/// Builds the pool of relay connections the way `SMTP_URL` says, with certificates checked
 /// against the system's roots and `SMTP_TLS_CA_FILE`.
-fn smtp_transport(
-    settings: &SmtpSettings<'_>,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+fn smtp_transport(settings: &SmtpSettings<'_>) -> Result<Relay, String> {
     let url = url::Url::parse(settings.url.trim())
         .map_err(|_| "SMTP_URL is not a URL (smtp://host:port, smtps://...)".to_string())?;
     let host = url
@@ -150,11 +157,13 @@ fn smtp_transport(
             .build_rustls()
             .map_err(|e| format!("SMTP TLS settings: {}", describe(&e)))
     };
-    let (port, tls) = match (url.scheme(), tls_mode.as_deref()) {
-        ("smtp", None | Some("none")) => (25, Tls::None),
-        ("smtp", Some("required")) => (587, Tls::Required(tls_parameters()?)),
-        ("smtp", Some("opportunistic")) => (587, Tls::Opportunistic(tls_parameters()?)),
-        ("smtps", None) => (465, Tls::Wrapper(tls_parameters()?)),
+    let (port, security) = match (url.scheme(), tls_mode.as_deref()) {
+        ("smtp", None | Some("none")) => (25, Security::Plain),
+        ("smtp", Some("required")) => (587, Security::StartTlsRequired(tls_parameters()?)),
+        ("smtp", Some("opportunistic")) => {
+            (587, Security::StartTlsOpportunistic(tls_parameters()?))
+        }
+        ("smtps", None) => (465, Security::Implicit(tls_parameters()?)),
         (scheme, tls) => {
             return Err(format!(
                 "SMTP_URL: unsupported scheme {scheme:?} or tls={tls:?} (smtp://, \
@@ -162,12 +171,7 @@ fn smtp_transport(
             ));
         }
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(url.port().unwrap_or(port))
-        .tls(tls)
-        .hello_name(ClientId::Domain(settings.helo_name.to_owned()))
-        .timeout(Some(SMTP_TIMEOUT))
-        .pool_config(PoolConfig::new().max_size(settings.pool_size.max(1)));
+    let mut credentials = None;
     if let Some(password) = url.password() {
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -175,9 +179,17 @@ fn smtp_transport(
                 .map(|c| c.into_owned())
                 .map_err(|_| "SMTP_URL: user or password is not UTF-8".to_string())
         };
-        builder = builder.credentials(Credentials::new(decode(url.username())?, decode(password)?));
+        credentials = Some(Credentials::new(decode(url.username())?, decode(password)?));
     }
-    Ok(builder.build())
+    let config = RelayConfig {
+        host,
+        port: url.port().unwrap_or(port),
+        security,
+        helo: ClientId::Domain(settings.helo_name.to_owned()),
+        credentials,
+        timeout: SMTP_TIMEOUT,
+    };
+    Relay::new(config, settings.pool_size as usize)
 }
 
 /// `SMTP_HELO_NAME` when unset: the host's fully qualified name when it has one, else the
@@ -213,7 +225,20 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
     parts.join(": ")
 }
 
-fn classify(e: &lettre::transport::smtp::Error) -> SendFailure {
+fn classify(e: &RelayError) -> SendFailure {
+    match e {
+        RelayError::Smtp(e) => classify_smtp(e),
+        // Refused, unreachable, unresolved: the relay may be back later.
+        RelayError::Connect(e) => SendFailure::Transient(format!("Connection error: {e}")),
+        RelayError::Timeout(limit) => SendFailure::Transient(format!(
+            "SMTP conversation timed out after {} s",
+            limit.as_secs()
+        )),
+        RelayError::Pool(e) => SendFailure::Transient(e.clone()),
+    }
+}
+
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> SendFailure {
     let text = describe(e);
     let lower = text.to_ascii_lowercase();
     let configuration = e.is_tls()
@@ -268,7 +293,6 @@ impl SmtpHealth {
 mod tests {
     use super::*;
 
-    /// lettre's pool lives on the runtime.
     #[tokio::test]
     async fn every_smtp_url_form_builds() {
         for url in [
