@@ -50,12 +50,13 @@ const ADDRESS_PATTERN: &str = concat!(
 );
 
 /// A URL template of SPEC 5 in its common form: empty (not given), or an absolute `http` /
-/// `https` URL with a host and no user info, whose path and query may hold the variables
+/// `https` URL with a host name (dot-separated labels, the last one starting with a letter),
+/// an optional port up to 65535 and no user info, whose path and query may hold the variables
 /// `{{UserID}}`, `{{Code}}`, `{{OrgID}}` (also `userId`, `code`, `orgId`, and ZITADEL's
 /// `{{.Code}}`). The server accepts some more (any template that renders to such a URL) and
 /// refuses everything else with 400.
 const URL_TEMPLATE_PATTERN: &str = concat!(
-    r"^(?:[hH][tT][tT][pP][sS]?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?",
+    r"^(?:[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?::(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
     r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:/?-]|\{\{ *\.?(?:UserID|Code|OrgID|userId|code|orgId) *\}\})*)?)?$"
 );
 
