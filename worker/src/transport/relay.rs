@@ -317,6 +317,18 @@ mod tests {
         hang_up: AtomicBool,
     }
 
+    /// A plain-SMTP relay on 127.0.0.1:`port`, without credentials.
+    fn plain_config(port: u16) -> RelayConfig {
+        RelayConfig {
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::Plain,
+            helo: ClientId::Domain("worker.test".into()),
+            credentials: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     async fn relay_with(script: Arc<Script>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -326,15 +338,7 @@ mod tests {
                 tokio::spawn(serve(stream, script.clone()));
             }
         });
-        let config = RelayConfig {
-            host: "127.0.0.1".into(),
-            port,
-            security: Security::Plain,
-            helo: ClientId::Domain("worker.test".into()),
-            credentials: None,
-            timeout: Duration::from_secs(5),
-        };
-        Relay::new(config, 2).unwrap()
+        Relay::new(plain_config(port), 2).unwrap()
     }
 
     async fn serve(stream: TcpStream, script: Arc<Script>) -> io::Result<()> {
@@ -445,15 +449,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             listener.local_addr().unwrap().port()
         };
-        let config = RelayConfig {
-            host: "127.0.0.1".into(),
-            port,
-            security: Security::Plain,
-            helo: ClientId::Domain("worker.test".into()),
-            credentials: None,
-            timeout: Duration::from_secs(5),
-        };
-        let relay = Relay::new(config, 1).unwrap();
+        let relay = Relay::new(plain_config(port), 1).unwrap();
         let err = relay.send(&envelope(), b"x").await.unwrap_err();
         assert!(matches!(err, RelayError::Connect(_)), "{err:?}");
     }
