@@ -1,5 +1,5 @@
-//! The admin commands of the `api` binary (SPEC 7): `migrate`, `bootstrap` and `token
-//! create|list|revoke`. Each one opens the database, does its one thing and prints the
+//! The admin commands of the `api` binary (SPEC 7, 9): `migrate`, `bootstrap`, `token
+//! create|list|revoke` and `instance mail-settings show|set|test`. Each one opens the database, does its one thing and prints the
 //! result for a script to read.
 
 use secrecy::ExposeSecret;
@@ -11,7 +11,12 @@ use common::error::Error;
 use common::tenancy;
 use diesel::prelude::*;
 
-use crate::cli::{BootstrapArgs, MigrateArgs, TokenCreateArgs, TokenListArgs, TokenRevokeArgs};
+use common::mail_settings::{self, HttpProvider, MailSettings, Provider, SmtpProvider};
+
+use crate::cli::{
+    BootstrapArgs, MailSettingsSetArgs, MailSettingsShowArgs, MailSettingsTestArgs, MigrateArgs,
+    SettingsField, TokenCreateArgs, TokenListArgs, TokenRevokeArgs,
+};
 
 /// Why an admin command failed, and so its exit status (SPEC 7).
 #[derive(Debug)]
@@ -261,4 +266,153 @@ pub async fn token_revoke(args: TokenRevokeArgs) -> Result<(), Failure> {
     }
     println!("revoked {id}");
     Ok(())
+}
+
+/// The instance an `instance mail-settings` command names, which must exist.
+fn existing_instance(conn: &mut PgConnection, raw: &str) -> Result<i64, Failure> {
+    let id = parse_id("--instance", raw)?;
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        common::schema::instances::table.find(id),
+    ))
+    .get_result(conn)
+    .map_err(|e| db_failure(e.into()))?;
+    if !exists {
+        return Err(Failure::Usage(format!(
+            "error: instance {id} does not exist"
+        )));
+    }
+    Ok(id)
+}
+
+/// `api instance mail-settings show`.
+pub async fn mail_settings_show(args: MailSettingsShowArgs) -> Result<(), Failure> {
+    let url = args.database.database_url.expose_secret().to_owned();
+    let settings = blocking(move || {
+        let mut conn = connect(&url)?;
+        let instance = existing_instance(&mut conn, &args.instance)?;
+        mail_settings::show(&mut conn, instance).map_err(db_failure)
+    })
+    .await?;
+    print_settings(&settings, args.json);
+    Ok(())
+}
+
+/// `api instance mail-settings set`: the current settings with the flags' changes, saved as
+/// the JSON API's `PUT` saves them (stored secrets are kept unless replaced).
+pub async fn mail_settings_set(args: MailSettingsSetArgs) -> Result<(), Failure> {
+    let keys = args
+        .keys
+        .keys()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let url = args.database.database_url.expose_secret().to_owned();
+    let saved = blocking(move || {
+        let mut conn = connect(&url)?;
+        let instance = existing_instance(&mut conn, &args.instance)?;
+        let mut settings = mail_settings::show(&mut conn, instance).map_err(db_failure)?;
+        apply_flags(&mut settings, &args);
+        mail_settings::replace(&mut conn, &keys, instance, &settings).map_err(|e| match e {
+            Error::Rejected(r) => Failure::Usage(format!("error: {}", r.message)),
+            other => db_failure(other),
+        })
+    })
+    .await?;
+    print_settings(&saved, false);
+    Ok(())
+}
+
+fn apply_flags(settings: &mut MailSettings, args: &MailSettingsSetArgs) {
+    for field in &args.clear {
+        match field {
+            SettingsField::From => settings.from = None,
+            SettingsField::ReplyTo => settings.reply_to = None,
+            SettingsField::DefaultLanguage => settings.default_language = None,
+            SettingsField::UrlTemplate => settings.url_template = None,
+            SettingsField::OtpUrlTemplate => settings.otp_email_url_template = None,
+            SettingsField::Provider => settings.provider = None,
+        }
+    }
+    let set = |field: &mut Option<String>, value: &Option<String>| {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    };
+    set(&mut settings.from, &args.from);
+    set(&mut settings.reply_to, &args.reply_to);
+    set(&mut settings.default_language, &args.default_language);
+    set(&mut settings.url_template, &args.url_template);
+    set(&mut settings.otp_email_url_template, &args.otp_url_template);
+    if let Some(url) = &args.smtp_url {
+        settings.provider = Some(Provider::Smtp(SmtpProvider { url: url.clone() }));
+    }
+    if let Some(url) = &args.http_url {
+        settings.provider = Some(Provider::Http(HttpProvider {
+            url: url.clone(),
+            signing_key: args.http_signing_key.clone(),
+        }));
+    }
+}
+
+fn print_settings(settings: &MailSettings, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(settings).expect("settings are JSON")
+        );
+        return;
+    }
+    let provider = match &settings.provider {
+        None => None,
+        Some(Provider::Smtp(smtp)) => Some(format!("smtp {}", smtp.url)),
+        Some(Provider::Http(http)) => Some(format!("http {} (signingKey ***)", http.url)),
+    };
+    let rows = [
+        ("from", settings.from.clone()),
+        ("replyTo", settings.reply_to.clone()),
+        ("defaultLanguage", settings.default_language.clone()),
+        ("urlTemplate", settings.url_template.clone()),
+        (
+            "otpEmailUrlTemplate",
+            settings.otp_email_url_template.clone(),
+        ),
+        ("provider", provider),
+    ];
+    for (name, value) in rows {
+        println!(
+            "{name:<20} {}",
+            value.as_deref().unwrap_or("- (global configuration)")
+        );
+    }
+}
+
+/// `api instance mail-settings test`: one mail now, through the provider the instance's
+/// mail takes; exit 1 when it was not sent.
+pub async fn mail_settings_test(args: MailSettingsTestArgs) -> Result<(), Failure> {
+    let keys = args
+        .keys
+        .keys()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let to = common::domain::EmailAddress::parse(&args.to, "--to")
+        .map_err(|r| Failure::Usage(format!("error: {}", r.message)))?
+        .to_string();
+    let url = args.database.database_url.expose_secret().to_owned();
+    let instance_raw = args.instance.clone();
+    let (settings, templates) = blocking(move || {
+        let mut conn = connect(&url)?;
+        let instance = existing_instance(&mut conn, &instance_raw)?;
+        let settings = mail_settings::resolve(&mut conn, &keys, instance).map_err(db_failure)?;
+        let templates = mail_settings::templates(&mut conn, instance).map_err(db_failure)?;
+        Ok((settings, templates))
+    })
+    .await?;
+    let url_template = templates
+        .url_template
+        .map(|t| t.as_str().to_owned())
+        .unwrap_or_else(|| args.codes.default_url_template.clone());
+    match worker::testmail::send(&args.delivery, settings.as_ref(), &url_template, &to).await {
+        Ok(reply) => {
+            println!("{reply}");
+            Ok(())
+        }
+        Err(why) => Err(Failure::Operational(why)),
+    }
 }

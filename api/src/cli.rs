@@ -1,5 +1,5 @@
-//! The `api` command line (SPEC 7): `serve`, `migrate`, `bootstrap`, `token create|list|
-//! revoke`. Every option is also an environment variable of the same name.
+//! The `api` command line (SPEC 7, 9): `serve`, `migrate`, `bootstrap`, `token create|list|
+//! revoke`, `instance mail-settings show|set|test`. Every option is also an environment variable of the same name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,6 +29,129 @@ pub enum Command {
     /// Manage personal access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage an instance's settings.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceCommand {
+    /// An instance's mail settings: sender, reply-to, default language, link templates and
+    /// provider (SPEC 9).
+    #[command(subcommand, name = "mail-settings")]
+    MailSettings(MailSettingsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MailSettingsCommand {
+    /// Print the settings (secrets as ***).
+    Show(MailSettingsShowArgs),
+    /// Change the fields given, keep the others; print the result.
+    Set(Box<MailSettingsSetArgs>),
+    /// Send one mail now through the instance's provider and print the answer (exit 1 if
+    /// it was not sent).
+    Test(Box<MailSettingsTestArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct MailSettingsShowArgs {
+    /// The instance.
+    #[arg(long)]
+    pub instance: String,
+
+    /// Print the settings as the JSON API does.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// A field `--clear` unsets.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsField {
+    From,
+    ReplyTo,
+    DefaultLanguage,
+    UrlTemplate,
+    OtpUrlTemplate,
+    Provider,
+}
+
+#[derive(Args, Debug)]
+pub struct MailSettingsSetArgs {
+    /// The instance.
+    #[arg(long)]
+    pub instance: String,
+
+    /// Sender: `Name <address>` or an address.
+    #[arg(long)]
+    pub from: Option<String>,
+
+    /// Reply-To address.
+    #[arg(long)]
+    pub reply_to: Option<String>,
+
+    /// BCP 47 language of mails to users who have none.
+    #[arg(long)]
+    pub default_language: Option<String>,
+
+    /// Contact email link when `sendCode` names none.
+    #[arg(long)]
+    pub url_template: Option<String>,
+
+    /// OTP Email link when `sendCode` names none.
+    #[arg(long)]
+    pub otp_url_template: Option<String>,
+
+    /// The instance's own SMTP relay (`smtp://user:pass@host:587?tls=required`, `smtps://`).
+    #[arg(long, conflicts_with_all = ["http_url", "http_signing_key"])]
+    pub smtp_url: Option<String>,
+
+    /// An HTTP endpoint receiving each mail as a signed JSON POST.
+    #[arg(long)]
+    pub http_url: Option<String>,
+
+    /// The HMAC-SHA-256 key of the HTTP provider's `X-Signature` (kept if left out).
+    #[arg(long, requires = "http_url")]
+    pub http_signing_key: Option<String>,
+
+    /// Unset a field (repeatable): from, reply-to, default-language, url-template,
+    /// otp-url-template, provider.
+    #[arg(long, value_enum)]
+    pub clear: Vec<SettingsField>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MailSettingsTestArgs {
+    /// The instance.
+    #[arg(long)]
+    pub instance: String,
+
+    /// Recipient of the test mail.
+    #[arg(long)]
+    pub to: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub codes: CodeArgs,
+    /// The global transport, for an instance without a provider of its own.
+    #[command(flatten)]
+    pub delivery: worker::cli::DeliveryArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -106,7 +229,8 @@ pub struct TokenCreateArgs {
     #[arg(long)]
     pub subject: Option<String>,
 
-    /// Permission (`user.read`, `user.write`); repeatable or comma-separated.
+    /// Permission (`user.read`, `user.write`, `instance.read`, `instance.write`); repeatable
+    /// or comma-separated.
     #[arg(long = "permission", value_delimiter = ',', value_parser = parse_permission)]
     pub permissions: Vec<&'static str>,
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use api::Application;
 use api::admin::{self, Failure};
-use api::cli::{Cli, Command, ServeArgs, TokenCommand};
+use api::cli::{Cli, Command, InstanceCommand, MailSettingsCommand, ServeArgs, TokenCommand};
 use clap::Parser;
 use common::config::StartupError;
 use common::shutdown::Shutdown;
@@ -23,6 +23,11 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(a)) => &a.log,
         Command::Token(TokenCommand::List(a)) => &a.log,
         Command::Token(TokenCommand::Revoke(a)) => &a.log,
+        Command::Instance(InstanceCommand::MailSettings(c)) => match c {
+            MailSettingsCommand::Show(a) => &a.log,
+            MailSettingsCommand::Set(a) => &a.log,
+            MailSettingsCommand::Test(a) => &a.log,
+        },
     };
     let log_format = log.format();
     let checked = match &cli.command {
@@ -32,6 +37,11 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(a)) => a.database.validate(),
         Command::Token(TokenCommand::List(a)) => a.database.validate(),
         Command::Token(TokenCommand::Revoke(a)) => a.database.validate(),
+        Command::Instance(InstanceCommand::MailSettings(c)) => match c {
+            MailSettingsCommand::Show(a) => a.database.validate(),
+            MailSettingsCommand::Set(a) => a.database.validate(),
+            MailSettingsCommand::Test(a) => a.database.validate(),
+        },
     };
     if let Err(e) = checked {
         return StartupError::from(e).report();
@@ -54,6 +64,11 @@ fn main() -> ExitCode {
             Command::Token(TokenCommand::Create(args)) => admin::token_create(args).await,
             Command::Token(TokenCommand::List(args)) => admin::token_list(args).await,
             Command::Token(TokenCommand::Revoke(args)) => admin::token_revoke(args).await,
+            Command::Instance(InstanceCommand::MailSettings(command)) => match command {
+                MailSettingsCommand::Show(args) => admin::mail_settings_show(args).await,
+                MailSettingsCommand::Set(args) => admin::mail_settings_set(*args).await,
+                MailSettingsCommand::Test(args) => admin::mail_settings_test(*args).await,
+            },
         }
     });
     match result {

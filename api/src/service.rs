@@ -8,6 +8,7 @@ use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserRef, UserV
 use common::db;
 use common::domain::{CodeDelivery, SetEmail, SubmittedCode};
 use common::error::Error;
+use common::mail_settings::{self, MailSettings};
 use common::tenancy::Scope;
 use common::trace::TraceContext;
 
@@ -166,6 +167,43 @@ impl AppState {
         self.plain(move |c, conn| c.delete_user(conn, &who(&principal, &scope, &user_id, None)))
             .await
     }
+}
+
+impl AppState {
+    /// An instance's mail settings, secrets shown as `***` (SPEC 9; `instance.read`).
+    pub async fn mail_settings(
+        &self,
+        principal: Principal,
+        instance_id: String,
+    ) -> Result<MailSettings, Error> {
+        let instance = instance_of(&principal, &instance_id, false)?;
+        self.plain(move |_, conn| mail_settings::show(conn, instance))
+            .await
+    }
+
+    /// Replaces an instance's mail settings (SPEC 9; `instance.write`); the answer is what
+    /// [`AppState::mail_settings`] then shows.
+    pub async fn replace_mail_settings(
+        &self,
+        principal: Principal,
+        instance_id: String,
+        settings: MailSettings,
+    ) -> Result<MailSettings, Error> {
+        let instance = instance_of(&principal, &instance_id, true)?;
+        self.plain(move |c, conn| mail_settings::replace(conn, &c.keys, instance, &settings))
+            .await
+    }
+}
+
+/// The instance of a path whose settings `principal` may read (or, with `write`, change):
+/// an id that is not the token's instance is not found (SPEC 9), then the permission counts.
+fn instance_of(principal: &Principal, raw: &str, write: bool) -> Result<i64, Error> {
+    let id = raw
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| common::error::Rejection::instance_not_found())?;
+    principal.authorize_instance(id, write)?;
+    Ok(id)
 }
 
 /// The user a call is about, and who asks (in the trace `trace` for a call that may mail).

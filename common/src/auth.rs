@@ -14,7 +14,11 @@ use crate::time::now_ms;
 
 pub const USER_READ: &str = "user.read";
 pub const USER_WRITE: &str = "user.write";
-pub const PERMISSIONS: [&str; 2] = [USER_READ, USER_WRITE];
+/// Read an instance's settings (its mail settings, SPEC 9).
+pub const INSTANCE_READ: &str = "instance.read";
+/// Change an instance's settings; implies `instance.read`.
+pub const INSTANCE_WRITE: &str = "instance.write";
+pub const PERMISSIONS: [&str; 4] = [USER_READ, USER_WRITE, INSTANCE_READ, INSTANCE_WRITE];
 
 /// How often `last_used_at` is written at most per token: a busy token does not turn every
 /// request into a write.
@@ -28,6 +32,10 @@ pub struct Principal {
     pub subject_user_id: Option<i64>,
     pub can_read: bool,
     pub can_write: bool,
+    /// `instance.read` (or `instance.write`).
+    pub can_read_instance: bool,
+    /// `instance.write`.
+    pub can_write_instance: bool,
 }
 
 /// What a call needs from the principal on a given user.
@@ -69,6 +77,25 @@ impl Principal {
         self.org_id.is_none_or(|o| o == org_id)
     }
 
+    /// The check of a call on the settings of `instance_id` (SPEC 9): another instance is
+    /// not found (404 before 403); then `instance.read` to read, `instance.write` to change,
+    /// on a token not limited to one organization.
+    pub fn authorize_instance(&self, instance_id: i64, write: bool) -> Result<(), Rejection> {
+        if instance_id != self.instance_id {
+            return Err(Rejection::instance_not_found());
+        }
+        let allowed = if write {
+            self.can_write_instance
+        } else {
+            self.can_read_instance || self.can_write_instance
+        };
+        if allowed && self.org_id.is_none() {
+            Ok(())
+        } else {
+            Err(Rejection::permission_denied())
+        }
+    }
+
     /// The check of create user, which has no user to look up yet: `user.write` in the
     /// organization the user is created in.
     pub fn authorize_create(&self, org_id: i64) -> Result<(), Rejection> {
@@ -85,7 +112,12 @@ pub fn parse_permission(raw: &str) -> Result<&'static str, String> {
     PERMISSIONS
         .into_iter()
         .find(|p| *p == raw.trim())
-        .ok_or_else(|| format!("unknown permission {raw:?} (known: user.read, user.write)"))
+        .ok_or_else(|| {
+            format!(
+                "unknown permission {raw:?} (known: {})",
+                PERMISSIONS.join(", ")
+            )
+        })
 }
 
 fn hash(token: &str) -> Vec<u8> {
@@ -227,6 +259,8 @@ pub fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Princ
         subject_user_id: t.subject_user_id,
         can_read: t.permissions.iter().any(|p| p == USER_READ),
         can_write: t.permissions.iter().any(|p| p == USER_WRITE),
+        can_read_instance: t.permissions.iter().any(|p| p == INSTANCE_READ),
+        can_write_instance: t.permissions.iter().any(|p| p == INSTANCE_WRITE),
     }))
 }
 
@@ -281,6 +315,8 @@ mod tests {
             subject_user_id: subject,
             can_read: read,
             can_write: write,
+            can_read_instance: false,
+            can_write_instance: false,
         }
     }
 

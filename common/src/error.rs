@@ -83,6 +83,14 @@ impl Rejection {
         )
     }
 
+    pub fn instance_not_found() -> Self {
+        Self::new(
+            Code::NotFound,
+            ids::INSTANCE_NOT_FOUND,
+            "Instance could not be found",
+        )
+    }
+
     pub fn otp_email_not_found() -> Self {
         Self::new(
             Code::NotFound,
@@ -151,6 +159,8 @@ pub mod ids {
     pub const EMAIL_IS_VERIFIED_FALSE: &str = "EMAIL-iVf4l";
     pub const USERNAME_INVALID: &str = "USER-uN4mE";
     pub const LANGUAGE_INVALID: &str = "USER-L4ngTg";
+    pub const MAIL_SETTINGS_INVALID: &str = "INSTANCE-Ms9tq";
+    pub const INSTANCE_NOT_FOUND: &str = "INSTANCE-n0tFd";
     pub const REQUEST_MALFORMED: &str = "REQUEST-Mjs0n";
     pub const REQUEST_TOO_LARGE: &str = "REQUEST-Tl64k";
     pub const REQUEST_CONTENT_TYPE: &str = "REQUEST-Ct415";

@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod mail_job;
+pub mod mail_settings;
 pub mod metrics;
 pub mod outbox;
 pub mod schema;

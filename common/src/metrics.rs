@@ -26,6 +26,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// A send attempt by the kind of provider it went through (`smtp`, `http`, `files`), never
+/// by instance: one series per kind and outcome, however many instances there are.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabels {
     pub tier: &'static str,
@@ -46,6 +54,7 @@ pub enum Process {
 pub struct Metrics {
     registry: Registry,
     pub deliveries: Family<OutcomeLabels, Counter>,
+    pub provider_sends: Family<ProviderLabels, Counter>,
     pub delivery_latency: Histogram,
     pub retries: Family<TierLabels, Counter>,
     pub amqp_reconnects: Counter,
@@ -72,6 +81,7 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::default(),
             deliveries: Family::default(),
+            provider_sends: Family::default(),
             delivery_latency: Histogram::new(exponential_buckets(0.01, 2.0, 18)),
             retries: Family::default(),
             amqp_reconnects: Counter::default(),
@@ -85,6 +95,11 @@ impl Metrics {
                 "mail_deliveries",
                 "Delivery attempts by outcome (sent, transient, permanent) and jobs ended as expired",
                 m.deliveries.clone(),
+            );
+            registry.register(
+                "mail_provider_sends",
+                "Send attempts by provider kind (smtp, http, files) and outcome",
+                m.provider_sends.clone(),
             );
             registry.register(
                 "mail_delivery_latency_seconds",

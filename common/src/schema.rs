@@ -147,7 +147,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    instance_mail_settings (instance_id) {
+        instance_id -> Int8,
+        mail_from -> Nullable<Text>,
+        reply_to -> Nullable<Text>,
+        default_language -> Nullable<Text>,
+        url_template -> Nullable<Text>,
+        otp_email_url_template -> Nullable<Text>,
+        provider_kind -> Nullable<Text>,
+        provider_url -> Nullable<Text>,
+        provider_secret -> Nullable<Bytea>,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(instance_domains -> instances (instance_id));
+diesel::joinable!(instance_mail_settings -> instances (instance_id));
 diesel::joinable!(organizations -> instances (instance_id));
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(user_emails -> users (user_id));
@@ -157,6 +173,7 @@ diesel::joinable!(mail_attempts -> mail_jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     instances,
     instance_domains,
+    instance_mail_settings,
     organizations,
     users,
     user_emails,

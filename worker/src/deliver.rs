@@ -11,12 +11,14 @@ use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
 use common::mail_job::{self, AttemptOutcome, JobState, MailJob};
-use common::metrics::{Metrics, OutcomeLabels, TierLabels};
+use common::mail_settings::{self, InstanceMail};
+use common::metrics::{Metrics, OutcomeLabels, ProviderLabels, TierLabels};
 use common::trace::TraceParent;
 use tracing::Instrument;
 
 use crate::lease::{LEASE, Leases};
-use crate::mail::{MailInput, MailLanguage, MailRenderer};
+use crate::mail::{MailInput, MailLanguage, MailRenderer, RenderedMail, Sender};
+use crate::providers::{Admission, Providers, Selected};
 use crate::retry::{QUICK_TRIES, RetryPolicy};
 use crate::transport::{MailTransport, SendFailure, SmtpHealth};
 
@@ -28,7 +30,10 @@ pub struct Deliverer {
     pub pool: PgPool,
     pub keys: CodeKeys,
     pub renderer: MailRenderer,
+    /// The global transport: `SMTP_URL`, or files in `MAIL_DIR`.
     pub transport: MailTransport,
+    /// Instances' own providers (SPEC 9).
+    pub providers: Providers,
     pub retry: RetryPolicy,
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
@@ -100,7 +105,17 @@ impl Deliverer {
     }
 
     async fn try_deliver(&self, job_id: i64) -> Result<Outcome, Error> {
-        let Some(job) = db::run(&self.pool, move |c| Ok(mail_job::load(c, job_id)?)).await? else {
+        let keys = self.keys.clone();
+        let loaded = db::run(&self.pool, move |c| {
+            let Some(job) = mail_job::load(c, job_id)? else {
+                return Ok(None);
+            };
+            // The instance's settings as they are now: a change applies to mail sent after it.
+            let settings = mail_settings::resolve(c, &keys, job.instance_id)?;
+            Ok(Some((job, settings)))
+        })
+        .await?;
+        let Some((job, settings)) = loaded else {
             tracing::warn!("message for an unknown job; dropped");
             return Ok(Outcome::Skipped);
         };
@@ -130,6 +145,27 @@ impl Deliverer {
             self.park(&job, left.min(LEASE)).await?;
             return Ok(Outcome::Parked);
         }
+        let selected = match self.providers.select(settings.as_ref()) {
+            Ok(selected) => selected,
+            Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        let _slot = match self.providers.admit(&selected).await {
+            Admission::Go(slot) => slot,
+            Admission::Busy { stuck } => {
+                // Its slot goes to other instances' mail; this one comes back later.
+                let wait = if stuck {
+                    Duration::from_secs(30)
+                } else {
+                    Duration::from_secs(1)
+                };
+                tracing::info!(
+                    stuck,
+                    "the instance's mail provider is busy; the mail waits"
+                );
+                self.park(&job, wait).await?;
+                return Ok(Outcome::Parked);
+            }
+        };
         let Some(job) =
             db::run(&self.pool, move |c| Ok(mail_job::claim(c, job_id, LEASE)?)).await?
         else {
@@ -141,14 +177,35 @@ impl Deliverer {
             self.count("expired");
             return Ok(Outcome::Expired);
         }
-        let message = match self.build(&job) {
+        let sender = match Sender::of(
+            settings.as_ref().and_then(|s| s.from.as_deref()),
+            settings.as_ref().and_then(|s| s.reply_to.as_deref()),
+        ) {
+            Ok(sender) => sender,
+            Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        let mail = match self.build(&job, settings.as_ref(), &sender) {
             Ok(m) => m,
             Err(why) => return self.fail(&job, &why).await,
         };
-        self.send(&job, &message).await
+        self.send(&job, &selected, &mail).await
     }
 
-    fn build(&self, job: &MailJob) -> Result<lettre::Message, String> {
+    /// An instance's settings that cannot be used (a secret no key decrypts, a provider that
+    /// cannot be built): the instance's configuration, not the mail's fault. The job waits
+    /// without spending its budget, as for a fault of the worker's own configuration.
+    async fn provider_fault(&self, job: &MailJob, why: &str) -> Result<Outcome, Error> {
+        tracing::warn!(reason = %why, instance_id = job.instance_id, "instance mail settings unusable; the job waits");
+        let level = (job.attempts as u32).div_ceil(QUICK_TRIES).max(1);
+        self.schedule_retry(job, level, why, false).await
+    }
+
+    fn build(
+        &self,
+        job: &MailJob,
+        settings: Option<&InstanceMail>,
+        sender: &Sender,
+    ) -> Result<RenderedMail, String> {
         let ciphertext = job
             .code_ciphertext
             .as_deref()
@@ -156,9 +213,9 @@ impl Deliverer {
         let code = self.keys.decrypt(job.id, ciphertext)?;
         let reader = MailLanguage {
             language: job.language.as_deref(),
-            default_language: None,
+            default_language: settings.and_then(|s| s.default_language.as_deref()),
         };
-        self.renderer.render_in(
+        self.renderer.render_for(
             &MailInput {
                 job_id: job.id,
                 purpose: job.purpose,
@@ -170,6 +227,7 @@ impl Deliverer {
                 code_expires_at: job.code_expires_at,
             },
             reader,
+            sender,
         )
     }
 
@@ -177,16 +235,27 @@ impl Deliverer {
     /// A delivery that ends without the mail counts once against `MAIL_MAX_ATTEMPTS`,
     /// however many quick tries it made; a fault of the worker's own configuration never
     /// counts and never fails the job.
-    async fn send(&self, job: &MailJob, message: &lettre::Message) -> Result<Outcome, Error> {
+    async fn send(
+        &self,
+        job: &MailJob,
+        selected: &Selected,
+        mail: &RenderedMail,
+    ) -> Result<Outcome, Error> {
         let mut quick = self.retry.quick();
         let mut tries = 0;
         loop {
             tries += 1;
             let at = Utc::now();
             let started = Instant::now();
-            let result = self.transport.send(job.id, message).await;
+            let result = self
+                .providers
+                .send(&self.transport, selected, job.id, mail)
+                .await;
             let elapsed = started.elapsed();
-            self.smtp_health.record(&result);
+            if selected.is_global() {
+                // `/readyz` speaks of the worker's own relay, not of instances' providers.
+                self.smtp_health.record(&result);
+            }
             let (outcome, reply) = match &result {
                 Ok(reply) => (AttemptOutcome::Sent, reply.as_str()),
                 Err(SendFailure::Transient(r)) => (AttemptOutcome::Transient, r.as_str()),
@@ -207,6 +276,13 @@ impl Deliverer {
             })
             .await?;
             self.count(outcome.as_str());
+            self.metrics
+                .provider_sends
+                .get_or_create(&ProviderLabels {
+                    provider: selected.kind(&self.transport),
+                    outcome: outcome.as_str(),
+                })
+                .inc();
             if result.is_err() && !now.held {
                 // Superseded or cancelled while this attempt ran: its code is void.
                 return Ok(Outcome::Skipped);

@@ -11,9 +11,11 @@ mod lease;
 mod mail;
 pub mod mailbox;
 pub mod ops;
+pub mod providers;
 mod retry;
 pub mod run;
 mod store;
+pub mod testmail;
 mod transport;
 
 pub use run::Application;

@@ -309,12 +309,37 @@ impl MailRenderer {
     }
 
     /// The full mail for a job, in the reader's language (SPEC 9).
+    #[cfg(test)]
     pub fn render_in(
         &self,
         input: &MailInput<'_>,
         reader: MailLanguage<'_>,
     ) -> Result<Message, String> {
         self.build(self.language(reader), input)
+    }
+
+    /// The mail for a job as an instance's settings want it (SPEC 9): in the reader's
+    /// language, from and replying to the instance's addresses when it sets them. Keeps the
+    /// rendered parts for a provider that takes them apart (HTTP).
+    pub fn render_for(
+        &self,
+        input: &MailInput<'_>,
+        reader: MailLanguage<'_>,
+        sender: &Sender,
+    ) -> Result<RenderedMail, String> {
+        let lang = self.language(reader);
+        let parts = self.render_parts(lang, input)?;
+        let from = sender.from.as_ref().unwrap_or(&self.from);
+        let message = self.assemble(lang, input, &parts, from, sender.reply_to.as_ref())?;
+        Ok(RenderedMail {
+            message,
+            from: from.to_string(),
+            reply_to: sender.reply_to.as_ref().map(ToString::to_string),
+            subject: parts.subject.trim().to_owned(),
+            text: parts.text,
+            html: parts.html,
+            language: lang.to_owned(),
+        })
     }
 
     /// The language a mail to this reader is written in (its `Content-Language`): the first
@@ -328,13 +353,26 @@ impl MailRenderer {
 
     fn build(&self, lang: &str, input: &MailInput<'_>) -> Result<Message, String> {
         let parts = self.render_parts(lang, input)?;
+        self.assemble(lang, input, &parts, &self.from, None)
+    }
+
+    fn assemble(
+        &self,
+        lang: &str,
+        input: &MailInput<'_>,
+        parts: &Parts,
+        from: &Mailbox,
+        reply_to: Option<&Mailbox>,
+    ) -> Result<Message, String> {
         let to: Mailbox = input
             .recipient
             .parse()
             .map_err(|e| format!("recipient is not an address: {e}"))?;
-        Message::builder()
-            .from(self.from.clone())
-            .to(to)
+        let mut builder = Message::builder().from(from.clone()).to(to);
+        if let Some(reply_to) = reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        builder
             .subject(parts.subject.trim())
             .header(AutoSubmitted)
             .header(ContentLanguage(lang.to_owned()))
@@ -346,8 +384,8 @@ impl MailRenderer {
             )))
             .multipart(
                 MultiPart::alternative()
-                    .singlepart(part(ContentType::TEXT_PLAIN, parts.text))
-                    .singlepart(part(ContentType::TEXT_HTML, parts.html)),
+                    .singlepart(part(ContentType::TEXT_PLAIN, parts.text.clone()))
+                    .singlepart(part(ContentType::TEXT_HTML, parts.html.clone())),
             )
             .map_err(|e| format!("cannot build the mail: {e}"))
     }
@@ -385,6 +423,41 @@ impl MailRenderer {
             html: render(&self.html, "html")?,
         })
     }
+}
+
+/// Who a mail is from and who replies go to, when an instance sets them (SPEC 9); unset
+/// fields take `MAIL_FROM` and no `Reply-To`.
+#[derive(Debug, Clone, Default)]
+pub struct Sender {
+    pub from: Option<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+}
+
+impl Sender {
+    /// The sender of an instance's settings (checked when they were saved; a value lettre
+    /// still refuses is an error naming the field).
+    pub fn of(from: Option<&str>, reply_to: Option<&str>) -> Result<Self, String> {
+        let mailbox = |raw: &str, field: &str| {
+            raw.parse::<Mailbox>()
+                .map_err(|e| format!("the instance's {field} {raw:?} is not a mailbox: {e}"))
+        };
+        Ok(Sender {
+            from: from.map(|f| mailbox(f, "from")).transpose()?,
+            reply_to: reply_to.map(|r| mailbox(r, "replyTo")).transpose()?,
+        })
+    }
+}
+
+/// A mail ready to send: the message for SMTP and files, and its parts for HTTP.
+pub struct RenderedMail {
+    pub message: Message,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The `Content-Language` it was written in.
+    pub language: String,
 }
 
 /// A mail's rendered parts.

@@ -22,6 +22,7 @@ use crate::consumer::ConsumerLoop;
 use crate::deliver::Deliverer;
 use crate::health::{self, HealthState};
 use crate::mail::MailRenderer;
+use crate::providers::Providers;
 use crate::retry::RetryPolicy;
 use crate::store;
 use crate::transport::{MailTransport, SmtpHealth, SmtpSettings, default_helo_name};
@@ -71,11 +72,17 @@ impl Application {
             .with_reconnect_counter(metrics.amqp_reconnects.clone()),
         );
         let smtp_health = Arc::new(SmtpHealth::default());
+        let providers = Providers::new(
+            helo_name(&config.delivery, &renderer),
+            config.delivery.smtp_tls_ca_file.clone(),
+            config.worker_concurrency,
+        );
         let deliverer = Arc::new(Deliverer {
             pool: pool.clone(),
             keys,
             renderer,
             transport,
+            providers,
             retry,
             publisher,
             metrics: metrics.clone(),
@@ -134,6 +141,8 @@ impl Application {
             stop.clone(),
         ));
         let sweeper = tokio::spawn(sweep_stranded(pool.clone(), stop.clone()));
+        let idle_providers =
+            tokio::spawn(close_idle_providers(self.deliverer.clone(), stop.clone()));
         // Leases are renewed until the last delivery has ended, after the consumer stops.
         let (leases_stop_tx, leases_stop) = watch::channel(false);
         let renewer = tokio::spawn(crate::lease::keep_renewed(
@@ -160,6 +169,7 @@ impl Application {
         let _ = renewer.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
         sweeper.abort();
+        idle_providers.abort();
         let _ = health.await;
         publisher.close().await;
         tracing::info!("worker stopped");
@@ -184,15 +194,12 @@ fn retry_policy(args: &RetryArgs) -> Result<RetryPolicy, ConfigError> {
 
 /// The relay of `SMTP_URL` (a pool of `concurrency` connections), or `.eml` files in
 /// `MAIL_DIR` without one.
-fn mail_transport(
+pub(crate) fn mail_transport(
     args: &DeliveryArgs,
     renderer: &MailRenderer,
     concurrency: u16,
 ) -> Result<MailTransport, ConfigError> {
-    let helo_name = match &args.smtp_helo_name {
-        Some(name) => name.clone(),
-        None => default_helo_name(renderer.sender_domain()),
-    };
+    let helo_name = helo_name(args, renderer);
     MailTransport::new(
         args.smtp_url.as_ref().map(|url| SmtpSettings {
             url: url.expose_secret(),
@@ -203,6 +210,14 @@ fn mail_transport(
         args.mail_dir.clone(),
     )
     .map_err(ConfigError::stated)
+}
+
+/// `SMTP_HELO_NAME`, or the host's fully qualified name, or MAIL_FROM's domain.
+pub(crate) fn helo_name(args: &DeliveryArgs, renderer: &MailRenderer) -> String {
+    match &args.smtp_helo_name {
+        Some(name) => name.clone(),
+        None => default_helo_name(renderer.sender_domain()),
+    }
 }
 
 /// Creates the database and applies migrations when PostgreSQL is up. The api migrates too,
@@ -216,6 +231,16 @@ async fn prepare_database(database: &DatabaseArgs) -> Result<(), StartupError> {
         tracing::warn!(error = %e, "database not ready at start; will keep trying");
     }
     Ok(())
+}
+
+/// Drops instances' mail providers that went idle, closing their connections.
+async fn close_idle_providers(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(crate::providers::IDLE / 4) => deliverer.providers.sweep(),
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Gives jobs that lost their message an outbox row again (see `store::requeue_stranded`).

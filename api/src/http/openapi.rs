@@ -225,6 +225,49 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                 "description": "Create user; an empty body is `{}`."}),
         ),
         (
+            "MailSettings",
+            json!({
+                "type": "object",
+                "description": "An instance's mail settings (SPEC 9). Every field is optional; \
+                    an unset one takes the global configuration. `PUT` replaces the whole \
+                    object: a field left out is unset. Secrets are shown as `***`; sending \
+                    `***` back keeps the stored one.",
+                "properties": {
+                    "from": or_null(json!({"type": "string", "maxLength": 320,
+                        "description": "Sender: `Name <address>` or an address"})),
+                    "replyTo": or_null(json!({"type": "string",
+                        "maxLength": email_address::MAX_LEN, "description": "An address"})),
+                    "defaultLanguage": or_null(json!({"type": "string", "maxLength": 128,
+                        "pattern": LANGUAGE_PATTERN,
+                        "description": "BCP 47 tag: the language of users who have none"})),
+                    "urlTemplate": or_null(json!({"type": "string",
+                        "maxLength": url_template::MAX_LEN, "pattern": URL_TEMPLATE_PATTERN,
+                        "description": "Contact email link when `sendCode` names none"})),
+                    "otpEmailUrlTemplate": or_null(json!({"type": "string",
+                        "maxLength": url_template::MAX_LEN, "pattern": URL_TEMPLATE_PATTERN,
+                        "description": "OTP Email link when `sendCode` names none"})),
+                    "provider": or_null(json!({
+                        "description": "Where the instance's mail goes: its own SMTP relay, or \
+                            an HTTP endpoint receiving each mail as JSON signed with \
+                            `X-Signature: sha256=<hex HMAC-SHA-256 of the body>`",
+                        "oneOf": [
+                            {"type": "object", "required": ["smtp"], "properties": {
+                                "smtp": {"type": "object", "required": ["url"], "properties": {
+                                    "url": {"type": "string", "description":
+                                        "`smtp://user:password@host:port?tls=required|opportunistic` \
+                                        or `smtps://...`; the password is shown as `***`"}}}}},
+                            {"type": "object", "required": ["http"], "properties": {
+                                "http": {"type": "object", "required": ["url"], "properties": {
+                                    "url": {"type": "string", "description": "`https://...`"},
+                                    "signingKey": or_null(json!({"type": "string",
+                                        "description": "HMAC key; required when the provider \
+                                            is first set; shown as `***`"}))}}}},
+                        ],
+                    })),
+                },
+            }),
+        ),
+        (
             "InstanceDto",
             json!({"type": "object", "properties": {
                 "id": or_null(json!({"type": "string"})),

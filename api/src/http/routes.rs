@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post, put};
 use common::commands::{CreateUser, Details};
 use common::domain::{CONTACT_CODE_MAX_LEN, OTP_CODE_MAX_LEN, SubmittedCode};
 use common::error::Rejection;
+use common::mail_settings::MailSettings;
 use common::trace::TraceContext;
 
 use super::dto::*;
@@ -56,7 +57,8 @@ pub enum ErrorAnswers {
     Unavailable(ErrorBody),
 }
 
-/// The error answers of a verify call: those of [`ErrorAnswers`] but 429 (no mail is sent).
+/// The error answers of a call with a body that sends no mail (verify, mail settings): those
+/// of [`ErrorAnswers`] but 429.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum VerifyErrorAnswers {
@@ -115,6 +117,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         // Supporting calls and family A
         .route("/v3alpha/users", post(create_user))
+        .route(
+            "/v3alpha/instances/{instanceId}/mail_settings",
+            get(get_mail_settings).put(put_mail_settings),
+        )
         .route(A, get(get_user).delete(delete_user))
         .route(&format!("{A}/email"), put(a_set_email))
         .route(&format!("{A}/email/verify"), post(a_verify_email))
@@ -535,6 +541,45 @@ async fn delete_user(
     Ok(Json(details.into()))
 }
 
+#[utoipa::path(get, path = "/v3alpha/instances/{instanceId}/mail_settings", tag = "Instances",
+    summary = "Get an instance's mail settings (secrets shown as ***)",
+    params(("instanceId" = String, Path)),
+    responses((status = 200, body = MailSettingsSchema), NoBodyErrorAnswers),
+    security(("bearer" = [])))]
+async fn get_mail_settings(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(instance_id): Path<String>,
+) -> Answer<MailSettings> {
+    Ok(Json(state.mail_settings(principal, instance_id).await?))
+}
+
+#[utoipa::path(put, path = "/v3alpha/instances/{instanceId}/mail_settings", tag = "Instances",
+    summary = "Replace an instance's mail settings (a field left out is unset; *** keeps a secret)",
+    params(("instanceId" = String, Path)),
+    request_body = MailSettingsSchema,
+    responses((status = 200, body = MailSettingsSchema), VerifyErrorAnswers),
+    security(("bearer" = [])))]
+async fn put_mail_settings(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(instance_id): Path<String>,
+    JsonBody(settings): JsonBody<MailSettings>,
+) -> Answer<MailSettings> {
+    Ok(Json(
+        state
+            .replace_mail_settings(principal, instance_id, settings)
+            .await?,
+    ))
+}
+
+/// Stands for [`MailSettings`] in the OpenAPI document, whose schema is written by hand
+/// (`openapi::request_schemas`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = MailSettings)]
+#[allow(dead_code)]
+pub struct MailSettingsSchema {}
+
 /// Family B verify bodies: a bare JSON string.
 pub struct BareString(Option<String>);
 
@@ -561,7 +606,7 @@ fn parse_code(raw: Option<&str>, field: &str, max_len: usize) -> Result<Submitte
 #[openapi(
     info(title = "Contact email service", description = "ZITADEL-compatible v3alpha user API for the contact email and OTP Email authenticators. See SPEC.md."),
     paths(
-        create_user, get_user, delete_user,
+        create_user, get_user, delete_user, get_mail_settings, put_mail_settings,
         a_set_email, a_verify_email, a_resend_email,
         a_add_otp_email, a_verify_otp_email, a_resend_otp_email, a_remove_otp_email,
         b_set_email, b_verify_email, b_resend_email,

@@ -14,6 +14,7 @@ use crate::config::CodePolicy;
 use crate::domain::{CodeSpec, UrlTemplate, Verification};
 use crate::error::Error;
 use crate::mail_job::{self, NewJob, Purpose};
+use crate::mail_settings;
 
 /// The code rules of one purpose, picked from the configuration here and nowhere else.
 #[derive(Debug, Clone, Copy)]
@@ -99,10 +100,21 @@ impl Commands {
         now: DateTime<Utc>,
     ) -> Result<(Option<String>, Option<i64>), Error> {
         let default_template = CodeRules::for_purpose(&self.policy, email.purpose).default_template;
+        // A `sendCode` without a template links where the instance's mail settings say,
+        // else where the configuration does (SPEC 9).
+        let instance_template: Option<UrlTemplate>;
         let send_with: Option<&UrlTemplate> = match verification {
             Verification::IsVerified => return Ok((None, None)),
             Verification::ReturnCode => None,
-            Verification::SendCode(t) => Some(t.as_ref().unwrap_or(default_template)),
+            Verification::SendCode(Some(t)) => Some(t),
+            Verification::SendCode(None) => {
+                let set = mail_settings::templates(conn, user.instance_id)?;
+                instance_template = match email.purpose {
+                    Purpose::ContactEmail => set.url_template,
+                    Purpose::OtpEmail => set.otp_email_url_template,
+                };
+                Some(instance_template.as_ref().unwrap_or(default_template))
+            }
         };
         if send_with.is_some() {
             self.check_send_limits(conn, user.instance_id, email.address, email.purpose, now)?;

@@ -172,50 +172,57 @@ impl CodeKeys {
 
     /// Encrypts a code for one mail job (the job id is authenticated with it).
     pub fn encrypt(&self, job_id: i64, code: &str) -> Vec<u8> {
+        self.seal(&job_id.to_be_bytes(), code.as_bytes())
+    }
+
+    /// Decrypts a job's code with the current key or a previous one.
+    pub fn decrypt(&self, job_id: i64, stored: &[u8]) -> Result<String, String> {
+        let plain = self.open(&job_id.to_be_bytes(), stored).ok_or_else(|| {
+            "code cannot be decrypted with CODE_ENCRYPTION_KEY or a previous key".to_string()
+        })?;
+        String::from_utf8(plain).map_err(|_| "decrypted code is not UTF-8".to_string())
+    }
+
+    /// Encrypts a secret at rest under the current key, bound to `context` (what the secret
+    /// belongs to): a ciphertext copied to another row does not decrypt there.
+    pub fn seal(&self, context: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill(&mut nonce);
-        let aad = job_id.to_be_bytes();
         let sealed = self
             .current
             .cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: code.as_bytes(),
-                    aad: &aad,
+                    msg: plain,
+                    aad: context,
                 },
             )
-            .expect("XChaCha20-Poly1305 encryption of a short code cannot fail");
+            .expect("XChaCha20-Poly1305 encryption in memory cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
     }
 
-    /// Decrypts a job's code with the current key or a previous one.
-    pub fn decrypt(&self, job_id: i64, stored: &[u8]) -> Result<String, String> {
+    /// Decrypts what [`CodeKeys::seal`] made for `context`, with the current key or a
+    /// previous one; `None` when no key opens it (or it was made for another context).
+    pub fn open(&self, context: &[u8], stored: &[u8]) -> Option<Vec<u8>> {
         if stored.len() <= NONCE_LEN {
-            return Err("ciphertext too short".into());
+            return None;
         }
         let (nonce, sealed) = stored.split_at(NONCE_LEN);
-        let aad = job_id.to_be_bytes();
-        let plain = self
-            .all()
-            .find_map(|k| {
-                k.cipher
-                    .decrypt(
-                        XNonce::from_slice(nonce),
-                        Payload {
-                            msg: sealed,
-                            aad: &aad,
-                        },
-                    )
-                    .ok()
-            })
-            .ok_or_else(|| {
-                "code cannot be decrypted with CODE_ENCRYPTION_KEY or a previous key".to_string()
-            })?;
-        String::from_utf8(plain).map_err(|_| "decrypted code is not UTF-8".to_string())
+        self.all().find_map(|k| {
+            k.cipher
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: context,
+                    },
+                )
+                .ok()
+        })
     }
 }
 

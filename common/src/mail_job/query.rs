@@ -12,6 +12,8 @@ use crate::schema::{mail_attempts, mail_jobs};
 #[diesel(table_name = mail_jobs)]
 pub struct MailJob {
     pub id: i64,
+    /// Whose mail settings apply (SPEC 9).
+    pub instance_id: i64,
     pub org_id: i64,
     pub user_id: i64,
     pub purpose: Purpose,

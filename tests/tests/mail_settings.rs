@@ -1,0 +1,538 @@
+//! Per-instance mail settings (SPEC 9): `GET|PUT /v3alpha/instances/{id}/mail_settings` with
+//! `instance.read` / `instance.write`, secrets stored encrypted and shown as `***`; the
+//! worker sends an instance's mail from its sender, in its default language, through its own
+//! SMTP relay or HTTP provider (signed JSON; 5xx retried, 4xx permanent); a change applies to
+//! the mail after it; `api instance mail-settings show|set|test`; and one instance's hanging
+//! provider does not hold up another instance's mail.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tests::SmtpSink;
+use tests::app::spawn_app;
+use tests::client::Api;
+use tests::scenario::*;
+
+fn settings_path(instance: &str) -> String {
+    format!("/v3alpha/instances/{instance}/mail_settings")
+}
+
+/// A client whose token has `permissions` in the test's instance.
+async fn with_permissions(w: &World, permissions: &str) -> Api {
+    w.token_client(&["--instance", &w.instance_id(), "--permission", permissions])
+        .await
+}
+
+/// The stored row as text, to check what is at rest.
+async fn stored_row(w: &World) -> String {
+    let out = tokio::process::Command::new("psql")
+        .arg(w.env.database_url())
+        .args([
+            "-At",
+            "-c",
+            "SELECT row_to_json(s)::text FROM instance_mail_settings s",
+        ])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn settings_are_read_and_replaced_with_their_permissions_and_secrets_stay_hidden() {
+    let (w, _app) = spawn_app().await;
+    let instance = w.instance_id();
+    let path = settings_path(&instance);
+    let admin = with_permissions(&w, "instance.read,instance.write").await;
+
+    // Nothing set yet: an empty object.
+    let resp = admin.get(&path).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json, json!({}));
+
+    let resp = admin
+        .put(
+            &path,
+            json!({
+                "from": "Acme Support <help@acme.example>",
+                "replyTo": "support@acme.example",
+                "defaultLanguage": "DE",
+                "urlTemplate": "https://login.acme.example/verify?user={{.UserID}}&code={{.Code}}",
+                "provider": {"smtp": {"url": "smtp://mailer:s3cret-pw@relay.acme.example:587?tls=required"}},
+            }),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let expected = json!({
+        "from": "Acme Support <help@acme.example>",
+        "replyTo": "support@acme.example",
+        "defaultLanguage": "de",
+        "urlTemplate": "https://login.acme.example/verify?user={{.UserID}}&code={{.Code}}",
+        "provider": {"smtp": {"url": "smtp://mailer:***@relay.acme.example:587?tls=required"}},
+    });
+    assert_eq!(resp.json, expected);
+    let read = with_permissions(&w, "instance.read").await;
+    let resp = read.get(&path).await;
+    assert_eq!(resp.json, expected, "{resp:?}");
+    let row = stored_row(&w).await;
+    assert!(
+        !row.contains("s3cret"),
+        "the password is stored in the clear: {row}"
+    );
+
+    // GET then PUT keeps the stored password (`***`); a new provider kind needs its secret.
+    let resp = admin.put(&path, expected.clone()).await;
+    assert_eq!(resp.json, expected, "{resp:?}");
+    let resp = admin
+        .put(
+            &path,
+            json!({"provider": {"http": {"url": "https://hooks.acme.example/mail"}}}),
+        )
+        .await;
+    assert_error(&resp, 400, 3, Some("INSTANCE-Ms9tq"));
+
+    // Bad input is 400 and changes nothing.
+    for bad in [
+        json!({"from": "not an address"}),
+        json!({"replyTo": "a@"}),
+        json!({"defaultLanguage": "not a tag"}),
+        json!({"urlTemplate": "ftp://x.example/{{.Code}}"}),
+        json!({"provider": {"smtp": {"url": "http://relay.example"}}}),
+        json!({"provider": {"smtp": {"url": "smtp://relay.example?tls=sometimes"}}}),
+        json!({"provider": {"http": {"url": "not a url", "signingKey": "k"}}}),
+        json!({"provider": {"pigeon": {}}}),
+        json!({"from": 7}),
+    ] {
+        let resp = admin.put(&path, bad.clone()).await;
+        assert_error(&resp, 400, 3, None);
+        assert_eq!(
+            admin.get(&path).await.json,
+            expected,
+            "{bad} changed the settings"
+        );
+    }
+
+    // An HTTP provider: the signing key is shown as ***, and kept by ***.
+    let http = json!({"from": "help@acme.example",
+        "provider": {"http": {"url": "https://hooks.acme.example/mail", "signingKey": "hook-key-123"}}});
+    let resp = admin.put(&path, http).await;
+    assert_eq!(
+        resp.json,
+        json!({"from": "help@acme.example",
+            "provider": {"http": {"url": "https://hooks.acme.example/mail", "signingKey": "***"}}})
+    );
+    assert!(!stored_row(&w).await.contains("hook-key-123"));
+    let resp = admin.put(&path, resp.json.clone()).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    // Permissions: 401 without a token, 403 without instance.*, 403 to write with read
+    // only, 404 for another instance (or no instance id at all).
+    assert_error(&admin.without_token().get(&path).await, 401, 16, None);
+    assert_error(&w.api.get(&path).await, 403, 7, Some("AUTHZ-HKJD33"));
+    assert_error(
+        &read.put(&path, json!({})).await,
+        403,
+        7,
+        Some("AUTHZ-HKJD33"),
+    );
+    let other: i64 = instance.parse::<i64>().unwrap() + 1000;
+    assert_error(
+        &admin.get(&settings_path(&other.to_string())).await,
+        404,
+        5,
+        None,
+    );
+    assert_error(
+        &admin.put(&settings_path("abc"), json!({})).await,
+        404,
+        5,
+        None,
+    );
+
+    // PUT of `{}` unsets everything.
+    let resp = admin.put(&path, json!({})).await;
+    assert_eq!(resp.json, json!({}));
+    assert_eq!(stored_row(&w).await.matches("hooks.acme").count(), 0);
+}
+
+#[tokio::test]
+async fn an_instances_mail_uses_its_sender_language_and_relay_and_changes_apply_to_later_mail() {
+    let (w, _app) = spawn_app().await;
+    let path = settings_path(&w.instance_id());
+    let admin = with_permissions(&w, "instance.write").await;
+    let relay = SmtpSink::spawn().await;
+    let resp = admin
+        .put(
+            &path,
+            json!({
+                "from": "Acme <help@acme.example>",
+                "replyTo": "support@acme.example",
+                "defaultLanguage": "de",
+                "urlTemplate": "https://login.acme.example/v?user={{.UserID}}&code={{.Code}}",
+                "provider": {"smtp": {"url": relay.url()}},
+            }),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    // A user without a language: the instance's default (German), from the instance's
+    // sender, through the instance's relay.
+    let user = w
+        .create_user_with(json!({"email": {"address": "tenant-1@acme.example"}}))
+        .await;
+    let mails = relay
+        .wait_for_to("tenant-1@acme.example", 1, MAIL_WAIT)
+        .await;
+    let mail = &mails[0];
+    assert_eq!(mail.subject(), "Bestätigen Sie Ihre E-Mail-Adresse");
+    assert!(mail.from().contains("help@acme.example"), "{}", mail.from());
+    assert!(
+        mail.header("Reply-To")
+            .is_some_and(|r| r.contains("support@acme.example")),
+        "{:?}",
+        mail.headers()
+    );
+    assert_eq!(w.env.sink.messages_to("tenant-1@acme.example").len(), 0);
+    // The instance's link, as `sendCode` named none.
+    assert!(
+        mail.text_body()
+            .contains(&format!("https://login.acme.example/v?user={user}&code=")),
+        "{}",
+        mail.text_body()
+    );
+    let code = contact_code(mail);
+    w.fam(Family::A).verify(&user, &code).await.ok();
+
+    // The user's own language comes first.
+    w.create_user_with(
+        json!({"preferredLanguage": "fr", "email": {"address": "tenant-2@acme.example"}}),
+    )
+    .await;
+    let mails = relay
+        .wait_for_to("tenant-2@acme.example", 1, MAIL_WAIT)
+        .await;
+    assert_eq!(mails[0].header("Content-Language"), Some("fr"));
+
+    // Settings unset: the next mail goes the global way, in English, from MAIL_FROM.
+    let resp = admin.put(&path, json!({})).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    w.create_user_with(json!({"email": {"address": "tenant-3@acme.example"}}))
+        .await;
+    let mail = w.mail_to("tenant-3@acme.example", 1).await;
+    assert_eq!(mail.subject(), "Verify your email address");
+    assert!(!mail.from().contains("acme.example"), "{}", mail.from());
+    assert_eq!(relay.messages_to("tenant-3@acme.example").len(), 0);
+}
+
+/// One POST: its `X-Signature` header and its body.
+type Post = (Option<String>, Vec<u8>);
+
+/// What the stand-in HTTP provider received.
+#[derive(Clone, Default)]
+struct Received {
+    posts: Arc<Mutex<Vec<Post>>>,
+    /// Statuses to answer, in order; 200 once they are used up.
+    answers: Arc<Mutex<Vec<u16>>>,
+}
+
+async fn spawn_http_provider(received: Received) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/mail",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let received = received.clone();
+            async move {
+                let signature = headers
+                    .get("x-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                received
+                    .posts
+                    .lock()
+                    .unwrap()
+                    .push((signature, body.to_vec()));
+                let mut answers = received.answers.lock().unwrap();
+                let status = if answers.is_empty() {
+                    200
+                } else {
+                    answers.remove(0)
+                };
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/mail")
+}
+
+fn hmac_hex(key: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_http_provider_gets_signed_json_with_5xx_retried_and_4xx_permanent() {
+    let (w, _app) = spawn_app().await;
+    let received = Received::default();
+    received.answers.lock().unwrap().push(503);
+    let url = spawn_http_provider(received.clone()).await;
+    let admin = with_permissions(&w, "instance.write").await;
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"from": "Acme <help@acme.example>",
+                "provider": {"http": {"url": url, "signingKey": "hook-key-123"}}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    let user = w
+        .create_user_with(json!({"email": {"address": "hook-1@acme.example"}}))
+        .await;
+    // The first answer is 503: the mail is posted again.
+    let deadline = Instant::now() + MAIL_WAIT;
+    while received.posts.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the 503 was not retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (signature, body) = received.posts.lock().unwrap()[1].clone();
+    assert_eq!(
+        signature.as_deref(),
+        Some(format!("sha256={}", hmac_hex("hook-key-123", &body)).as_str())
+    );
+    let mail: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(mail["to"], "hook-1@acme.example");
+    assert_eq!(mail["from"], "Acme <help@acme.example>");
+    assert_eq!(mail["instanceId"], w.instance_id());
+    assert_eq!(mail["language"], "en");
+    assert!(mail["jobId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(mail["subject"], "Verify your email address");
+    let text = mail["text"].as_str().unwrap();
+    let html = mail["html"].as_str().unwrap();
+    // The code is in both parts and verifies.
+    let code = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 6 && l.chars().all(|c| c.is_ascii_alphanumeric()))
+        .expect("a code line in the text")
+        .to_owned();
+    assert!(html.contains(&code), "{html}");
+    w.fam(Family::A).verify(&user, &code).await.ok();
+    assert!(mail.get("replyTo").is_none(), "{mail}");
+
+    // A 4xx is permanent: the job fails without another post.
+    received.answers.lock().unwrap().push(422);
+    let before = received.posts.lock().unwrap().len();
+    w.create_user_with(json!({"email": {"address": "hook-2@acme.example"}}))
+        .await;
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let jobs = w.env.jobs(&["--status", "failed"]).await;
+        if !jobs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 422 did not fail the job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(received.posts.lock().unwrap().len(), before + 1);
+    assert_eq!(
+        w.env.sink.count(),
+        0,
+        "instance mail went to the global relay"
+    );
+}
+
+#[tokio::test]
+async fn one_instances_hanging_relay_does_not_hold_up_another_instances_mail() {
+    // Eight delivery slots: without isolation, the hanging relay's mails would take them all
+    // for the 30 s SMTP time limit.
+    let (mut w, _app) = tests::app::spawn_app_with(&[("WORKER_CONCURRENCY", "8")]).await;
+    // A relay that accepts connections and never says a word.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_port = hanging.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hanging.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    let admin = with_permissions(&w, "instance.write").await;
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"provider": {"smtp": {"url": format!("smtp://127.0.0.1:{hanging_port}")}}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    for i in 0..16 {
+        w.create_user_with(json!({"email": {"address": format!("stuck-{i}@acme.example")}}))
+            .await;
+    }
+    // Let the stuck mails take what slots they can.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Another instance, on the global relay.
+    let other = w.env.run_bootstrap(&["--domain", "other.example"]).await;
+    let other_api = w.api.with_token(other.token.clone());
+    let started = Instant::now();
+    create_user(
+        &other_api,
+        json!({"email": {"address": "free@other.example"}}),
+    )
+    .await;
+    w.env
+        .sink
+        .wait_for_to("free@other.example", 1, Duration::from_secs(5))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the other instance's mail took {took:?}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the hanging relay was never tried"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_shows_sets_and_tests_an_instances_settings() {
+    let (w, _app) = spawn_app().await;
+    let instance = w.instance_id();
+    let relay = SmtpSink::spawn().await;
+    let relay_url = relay.url();
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "set",
+            "--instance",
+            &instance,
+            "--from",
+            "Acme <help@acme.example>",
+            "--default-language",
+            "it",
+            "--smtp-url",
+            &relay_url,
+        ])
+        .await;
+    out.expect_success();
+    assert!(out.stdout.contains("help@acme.example"), "{}", out.stdout);
+
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "show",
+            "--instance",
+            &instance,
+            "--json",
+        ])
+        .await;
+    out.expect_success();
+    assert_eq!(
+        out.json(),
+        json!({"from": "Acme <help@acme.example>", "defaultLanguage": "it",
+            "provider": {"smtp": {"url": relay_url}}})
+    );
+    // The API shows the same.
+    let read = with_permissions(&w, "instance.read").await;
+    assert_eq!(read.get(&settings_path(&instance)).await.json, out.json());
+
+    // `test` sends one mail through the instance's relay now.
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "test",
+            "--instance",
+            &instance,
+            "--to",
+            "ops@acme.example",
+        ])
+        .await;
+    out.expect_success();
+    assert!(out.stdout.contains("250"), "{}", out.stdout);
+    let mails = relay.wait_for_to("ops@acme.example", 1, MAIL_WAIT).await;
+    assert_eq!(mails[0].header("Content-Language"), Some("it"));
+
+    // `--clear` unsets one field and keeps the others; a bad value is exit 2.
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "set",
+            "--instance",
+            &instance,
+            "--clear",
+            "from",
+        ])
+        .await;
+    out.expect_success();
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "show",
+            "--instance",
+            &instance,
+            "--json",
+        ])
+        .await;
+    assert_eq!(
+        out.json(),
+        json!({"defaultLanguage": "it", "provider": {"smtp": {"url": relay_url}}})
+    );
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "set",
+            "--instance",
+            &instance,
+            "--default-language",
+            "not a tag",
+        ])
+        .await;
+    out.expect_code(2);
+
+    // A relay that is down: `test` says so and exits 1.
+    relay.stop().await;
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "test",
+            "--instance",
+            &instance,
+            "--to",
+            "ops@acme.example",
+        ])
+        .await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("not sent"), "{}", out.stderr);
+}
