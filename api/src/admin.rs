@@ -329,7 +329,26 @@ fn apply_flags(settings: &mut MailSettings, args: &MailSettingsSetArgs) {
             SettingsField::UrlTemplate => settings.url_template = None,
             SettingsField::OtpUrlTemplate => settings.otp_email_url_template = None,
             SettingsField::Provider => settings.provider = None,
+            SettingsField::Branding => settings.branding = None,
         }
+    }
+    let branding_flags = [
+        &args.primary_color,
+        &args.background_color,
+        &args.font_color,
+        &args.logo_url,
+    ];
+    if branding_flags.iter().any(|f| f.is_some()) {
+        let branding = settings.branding.get_or_insert_with(Default::default);
+        let set = |field: &mut Option<String>, value: &Option<String>| {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        };
+        set(&mut branding.primary_color, &args.primary_color);
+        set(&mut branding.background_color, &args.background_color);
+        set(&mut branding.font_color, &args.font_color);
+        set(&mut branding.logo_url, &args.logo_url);
     }
     let set = |field: &mut Option<String>, value: &Option<String>| {
         if value.is_some() {
@@ -375,6 +394,13 @@ fn print_settings(settings: &MailSettings, json: bool) {
             settings.otp_email_url_template.clone(),
         ),
         ("provider", provider),
+        (
+            "branding",
+            settings
+                .branding
+                .as_ref()
+                .map(|b| serde_json::to_string(b).expect("branding is JSON")),
+        ),
     ];
     for (name, value) in rows {
         println!(

@@ -78,6 +78,7 @@ pub enum SettingsField {
     UrlTemplate,
     OtpUrlTemplate,
     Provider,
+    Branding,
 }
 
 #[derive(Args, Debug)]
@@ -118,8 +119,24 @@ pub struct MailSettingsSetArgs {
     #[arg(long, requires = "http_url")]
     pub http_signing_key: Option<String>,
 
+    /// Branding of the HTML mails: links and buttons (`#1a73e8`).
+    #[arg(long)]
+    pub primary_color: Option<String>,
+
+    /// Branding: background color.
+    #[arg(long)]
+    pub background_color: Option<String>,
+
+    /// Branding: text color.
+    #[arg(long)]
+    pub font_color: Option<String>,
+
+    /// Branding: `https://` URL of a logo image.
+    #[arg(long)]
+    pub logo_url: Option<String>,
+
     /// Unset a field (repeatable): from, reply-to, default-language, url-template,
-    /// otp-url-template, provider.
+    /// otp-url-template, provider, branding.
     #[arg(long, value_enum)]
     pub clear: Vec<SettingsField>,
 

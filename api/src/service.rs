@@ -4,6 +4,7 @@
 //! enqueue a mail takes the request's [`TraceContext`], which the job carries to the worker.
 
 use common::auth::Principal;
+use common::branding::{self, Branding};
 use common::commands::{CreateUser, Details, EmailTarget, Outcome, UserRef, UserView};
 use common::db;
 use common::domain::{CodeDelivery, SetEmail, SubmittedCode};
@@ -193,6 +194,56 @@ impl AppState {
         self.plain(move |c, conn| mail_settings::replace(conn, &c.keys, instance, &settings))
             .await
     }
+}
+
+impl AppState {
+    /// An organization's own branding (empty when it has none; `instance.read`).
+    pub async fn org_branding(
+        &self,
+        principal: Principal,
+        org_id: String,
+    ) -> Result<Branding, Error> {
+        self.plain(move |_, conn| {
+            let org = org_of(conn, &principal, &org_id, false)?;
+            branding::of_org(conn, org)
+        })
+        .await
+    }
+
+    /// Replaces an organization's branding (`instance.write`).
+    pub async fn replace_org_branding(
+        &self,
+        principal: Principal,
+        org_id: String,
+        new: Branding,
+    ) -> Result<Branding, Error> {
+        self.plain(move |_, conn| {
+            let org = org_of(conn, &principal, &org_id, true)?;
+            branding::replace_org(conn, org, &new)
+        })
+        .await
+    }
+}
+
+/// The organization of a path, found in the token's instance (else 404), whose settings
+/// `principal` may read (or, with `write`, change).
+fn org_of(
+    conn: &mut diesel::PgConnection,
+    principal: &Principal,
+    raw: &str,
+    write: bool,
+) -> Result<i64, Error> {
+    let missing = || {
+        common::error::Rejection::new(
+            common::error::Code::NotFound,
+            common::error::ids::ORG_NOT_FOUND,
+            "Organization could not be found",
+        )
+    };
+    let id = raw.trim().parse::<i64>().map_err(|_| missing())?;
+    branding::check_org(conn, principal.instance_id, id)?;
+    principal.authorize_org_settings(id, write)?;
+    Ok(id)
 }
 
 /// The instance of a path whose settings `principal` may read (or, with `write`, change):

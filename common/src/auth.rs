@@ -96,6 +96,22 @@ impl Principal {
         }
     }
 
+    /// The check of a call on an organization's settings (its branding) after the
+    /// organization was found in the token's instance: `instance.read` to read,
+    /// `instance.write` to change; an organization-limited token only on its own.
+    pub fn authorize_org_settings(&self, org_id: i64, write: bool) -> Result<(), Rejection> {
+        let allowed = if write {
+            self.can_write_instance
+        } else {
+            self.can_read_instance || self.can_write_instance
+        };
+        if allowed && self.may_touch_org(org_id) {
+            Ok(())
+        } else {
+            Err(Rejection::permission_denied())
+        }
+    }
+
     /// The check of create user, which has no user to look up yet: `user.write` in the
     /// organization the user is created in.
     pub fn authorize_create(&self, org_id: i64) -> Result<(), Rejection> {

@@ -161,6 +161,7 @@ pub mod ids {
     pub const LANGUAGE_INVALID: &str = "USER-L4ngTg";
     pub const MAIL_SETTINGS_INVALID: &str = "INSTANCE-Ms9tq";
     pub const INSTANCE_NOT_FOUND: &str = "INSTANCE-n0tFd";
+    pub const BRANDING_INVALID: &str = "POLICY-Br4nd9";
     pub const REQUEST_MALFORMED: &str = "REQUEST-Mjs0n";
     pub const REQUEST_TOO_LARGE: &str = "REQUEST-Tl64k";
     pub const REQUEST_CONTENT_TYPE: &str = "REQUEST-Ct415";

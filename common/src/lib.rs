@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod auth;
+pub mod branding;
 pub mod commands;
 pub mod config;
 pub mod db;

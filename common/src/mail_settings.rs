@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::branding::Branding;
 use crate::domain::{CodeKeys, EmailAddress, LanguageTag, UrlTemplate};
 use crate::error::{Error, Rejection, ids};
 use crate::schema::instance_mail_settings as ims;
@@ -56,6 +57,9 @@ pub struct MailSettings {
     pub otp_email_url_template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Provider>,
+    /// Colors and logo of the HTML mails; an organization's own branding overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<Branding>,
 }
 
 /// Where an instance's mail goes: `{"smtp": {...}}` or `{"http": {...}}`.
@@ -146,6 +150,7 @@ pub struct InstanceMail {
     pub reply_to: Option<String>,
     pub default_language: Option<String>,
     pub provider: Option<ResolvedProvider>,
+    pub branding: Branding,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
@@ -160,6 +165,7 @@ struct Row {
     provider_kind: Option<String>,
     provider_url: Option<String>,
     provider_secret: Option<Vec<u8>>,
+    branding: Option<serde_json::Value>,
     updated_at: DateTime<Utc>,
 }
 
@@ -319,7 +325,12 @@ impl MailSettings {
                 (Some("http"), Some(url), Some(secret))
             }
         };
+        let branding = match &self.branding {
+            Some(b) => b.checked("branding.")?.to_stored(),
+            None => None,
+        };
         Ok(Row {
+            branding,
             instance_id,
             mail_from: from,
             reply_to,
@@ -359,6 +370,7 @@ impl MailSettings {
             url_template: row.url_template.clone(),
             otp_email_url_template: row.otp_email_url_template.clone(),
             provider,
+            branding: Some(Branding::from_stored(row.branding.clone())).filter(|b| !b.is_empty()),
         }
     }
 
@@ -483,6 +495,7 @@ pub fn resolve(
         reply_to: row.reply_to,
         default_language: row.default_language,
         provider,
+        branding: Branding::from_stored(row.branding),
     }))
 }
 

@@ -158,6 +158,15 @@ diesel::table! {
         provider_kind -> Nullable<Text>,
         provider_url -> Nullable<Text>,
         provider_secret -> Nullable<Bytea>,
+        branding -> Nullable<Jsonb>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    organization_branding (org_id) {
+        org_id -> Int8,
+        branding -> Nullable<Jsonb>,
         updated_at -> Timestamptz,
     }
 }
@@ -165,6 +174,7 @@ diesel::table! {
 diesel::joinable!(instance_domains -> instances (instance_id));
 diesel::joinable!(instance_mail_settings -> instances (instance_id));
 diesel::joinable!(organizations -> instances (instance_id));
+diesel::joinable!(organization_branding -> organizations (org_id));
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(user_emails -> users (user_id));
 diesel::joinable!(user_events -> users (user_id));
@@ -175,6 +185,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     instance_domains,
     instance_mail_settings,
     organizations,
+    organization_branding,
     users,
     user_emails,
     user_events,

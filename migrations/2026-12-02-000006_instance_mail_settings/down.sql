@@ -1,1 +1,2 @@
+DROP TABLE organization_branding;
 DROP TABLE instance_mail_settings;

@@ -12,6 +12,15 @@ CREATE TABLE instance_mail_settings (
     provider_kind text CHECK (provider_kind IN ('smtp', 'http')),
     provider_url text,
     provider_secret bytea,
+    -- The HTML mails' colors and logo (`{"primaryColor", ...}`), as ZITADEL's label policy.
+    branding jsonb,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CHECK ((provider_kind IS NULL) = (provider_url IS NULL))
+);
+
+-- An organization's own branding; each unset field falls back to its instance's.
+CREATE TABLE organization_branding (
+    org_id bigint PRIMARY KEY REFERENCES organizations (id) ON DELETE CASCADE,
+    branding jsonb,
+    updated_at timestamptz NOT NULL DEFAULT now()
 );

@@ -432,6 +432,8 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
             "it",
             "--smtp-url",
             &relay_url,
+            "--primary-color",
+            "#123456",
         ])
         .await;
     out.expect_success();
@@ -452,7 +454,7 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
     assert_eq!(
         out.json(),
         json!({"from": "Acme <help@acme.example>", "defaultLanguage": "it",
-            "provider": {"smtp": {"url": relay_url}}})
+            "provider": {"smtp": {"url": relay_url}}, "branding": {"primaryColor": "#123456"}})
     );
     // The API shows the same.
     let read = with_permissions(&w, "instance.read").await;
@@ -487,6 +489,8 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
             &instance,
             "--clear",
             "from",
+            "--clear",
+            "branding",
         ])
         .await;
     out.expect_success();
@@ -535,4 +539,80 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
         .await;
     out.expect_code(1);
     assert!(out.stderr.contains("not sent"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_html_mail_wears_the_organizations_branding_over_the_instances() {
+    let (w, _app) = spawn_app().await;
+    let admin = with_permissions(&w, "instance.read,instance.write").await;
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"branding": {"primaryColor": "#AA0000", "logoUrl": "https://cdn.acme.example/i.png"}}),
+        )
+        .await;
+    assert_eq!(
+        resp.json,
+        json!({"branding": {"primaryColor": "#aa0000", "logoUrl": "https://cdn.acme.example/i.png"}}),
+        "{resp:?}"
+    );
+    let org_path = format!("/v3alpha/organizations/{}/branding", w.org_id());
+    assert_eq!(admin.get(&org_path).await.json, json!({}));
+    let resp = admin
+        .put(
+            &org_path,
+            json!({"primaryColor": "#00aa00", "fontColor": ""}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json, json!({"primaryColor": "#00aa00"}));
+    assert_eq!(admin.get(&org_path).await.json, resp.json);
+
+    w.create_user_with(json!({"email": {"address": "brand@acme.example"}}))
+        .await;
+    let mail = w.mail_to("brand@acme.example", 1).await;
+    let html = mail.html_body();
+    // The organization's color, the instance's logo, the built-in background.
+    assert!(html.contains("color: #00aa00;"), "{html}");
+    assert!(!html.contains("#aa0000"), "{html}");
+    assert!(
+        html.contains(r#"<img src="https://cdn.acme.example/i.png""#),
+        "{html}"
+    );
+    assert!(html.contains("background-color: #ffffff;"), "{html}");
+
+    // Bad input is 400 and changes nothing; permissions and other organizations as for the
+    // instance's settings.
+    for bad in [
+        json!({"primaryColor": "green"}),
+        json!({"logoUrl": "javascript:alert(1)"}),
+        json!({"backgroundColor": "#fff;x"}),
+    ] {
+        assert_error(
+            &admin.put(&org_path, bad).await,
+            400,
+            3,
+            Some("POLICY-Br4nd9"),
+        );
+    }
+    assert_eq!(
+        admin.get(&org_path).await.json,
+        json!({"primaryColor": "#00aa00"})
+    );
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"branding": {"fontColor": "black"}}),
+        )
+        .await;
+    assert_error(&resp, 400, 3, Some("POLICY-Br4nd9"));
+    assert_error(&w.api.get(&org_path).await, 403, 7, Some("AUTHZ-HKJD33"));
+    let read = with_permissions(&w, "instance.read").await;
+    assert_error(&read.put(&org_path, json!({})).await, 403, 7, None);
+    assert_error(
+        &admin.get("/v3alpha/organizations/12345/branding").await,
+        404,
+        5,
+        Some("COMMAND-Ggk9n"),
+    );
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::amqp::{Outgoing, Publisher, RetryTier, Route};
+use common::branding;
 use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
@@ -110,12 +111,14 @@ impl Deliverer {
             let Some(job) = mail_job::load(c, job_id)? else {
                 return Ok(None);
             };
-            // The instance's settings as they are now: a change applies to mail sent after it.
+            // The instance's settings and the organization's branding as they are now: a
+            // change applies to mail sent after it.
             let settings = mail_settings::resolve(c, &keys, job.instance_id)?;
-            Ok(Some((job, settings)))
+            let branding = branding::of_org(c, job.org_id)?;
+            Ok(Some((job, settings, branding)))
         })
         .await?;
-        let Some((job, settings)) = loaded else {
+        let Some((job, settings, org_branding)) = loaded else {
             tracing::warn!("message for an unknown job; dropped");
             return Ok(Outcome::Skipped);
         };
@@ -177,12 +180,16 @@ impl Deliverer {
             self.count("expired");
             return Ok(Outcome::Expired);
         }
-        let sender = match Sender::of(
+        let mut sender = match Sender::of(
             settings.as_ref().and_then(|s| s.from.as_deref()),
             settings.as_ref().and_then(|s| s.reply_to.as_deref()),
         ) {
             Ok(sender) => sender,
             Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        sender.branding = match &settings {
+            Some(s) => org_branding.falling_back_to(&s.branding),
+            None => org_branding,
         };
         let mail = match self.build(&job, settings.as_ref(), &sender) {
             Ok(m) => m,

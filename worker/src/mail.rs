@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use common::branding::Branding;
 use common::domain::{LinkValues, UrlTemplate};
 use common::mail_job::Purpose;
 use handlebars::Handlebars;
@@ -195,6 +196,30 @@ struct MailData<'a> {
     org_id: String,
     /// When the code expires, as the mail's language writes dates ([`i18n::format_expiry`]).
     expires_at: String,
+    /// The look of the HTML part: every field is set (built-in values where the instance
+    /// and organization set none); `logoUrl` is `""` without a logo.
+    brand: Brand<'a>,
+}
+
+/// [`Branding`] with the built-in look filling the gaps, as the templates use it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Brand<'a> {
+    primary_color: &'a str,
+    background_color: &'a str,
+    font_color: &'a str,
+    logo_url: &'a str,
+}
+
+impl<'a> Brand<'a> {
+    fn of(branding: &'a Branding) -> Self {
+        Brand {
+            primary_color: branding.primary_color.as_deref().unwrap_or("#1a56db"),
+            background_color: branding.background_color.as_deref().unwrap_or("#ffffff"),
+            font_color: branding.font_color.as_deref().unwrap_or("#1f2937"),
+            logo_url: branding.logo_url.as_deref().unwrap_or(""),
+        }
+    }
 }
 
 /// Whose language a mail is written in (SPEC 9): the reader's, else the instance's default,
@@ -328,7 +353,7 @@ impl MailRenderer {
         sender: &Sender,
     ) -> Result<RenderedMail, String> {
         let lang = self.language(reader);
-        let parts = self.render_parts(lang, input)?;
+        let parts = self.render_parts(lang, input, &sender.branding)?;
         let from = sender.from.as_ref().unwrap_or(&self.from);
         let message = self.assemble(lang, input, &parts, from, sender.reply_to.as_ref())?;
         Ok(RenderedMail {
@@ -352,7 +377,7 @@ impl MailRenderer {
     }
 
     fn build(&self, lang: &str, input: &MailInput<'_>) -> Result<Message, String> {
-        let parts = self.render_parts(lang, input)?;
+        let parts = self.render_parts(lang, input, &Branding::default())?;
         self.assemble(lang, input, &parts, &self.from, None)
     }
 
@@ -390,7 +415,12 @@ impl MailRenderer {
             .map_err(|e| format!("cannot build the mail: {e}"))
     }
 
-    fn render_parts(&self, lang: &str, input: &MailInput<'_>) -> Result<Parts, String> {
+    fn render_parts(
+        &self,
+        lang: &str,
+        input: &MailInput<'_>,
+        branding: &Branding,
+    ) -> Result<Parts, String> {
         let user_id = input.user_id.to_string();
         let org_id = input.org_id.to_string();
         let link = UrlTemplate::trusted(input.url_template.to_owned())
@@ -410,6 +440,7 @@ impl MailRenderer {
             user_id,
             org_id,
             expires_at: i18n::format_expiry(lang, input.code_expires_at),
+            brand: Brand::of(branding),
         };
         let name = |part: &str| format!("{lang}/{}.{part}.hbs", input.purpose.as_str());
         let render = |registry: &Handlebars<'static>, part: &str| {
@@ -425,12 +456,14 @@ impl MailRenderer {
     }
 }
 
-/// Who a mail is from and who replies go to, when an instance sets them (SPEC 9); unset
-/// fields take `MAIL_FROM` and no `Reply-To`.
+/// What an instance's settings change in its mails (SPEC 9): who a mail is from, who
+/// replies go to (unset: `MAIL_FROM`, no `Reply-To`), and the HTML part's branding (the
+/// organization's over the instance's; unset: the built-in look).
 #[derive(Debug, Clone, Default)]
 pub struct Sender {
     pub from: Option<Mailbox>,
     pub reply_to: Option<Mailbox>,
+    pub branding: Branding,
 }
 
 impl Sender {
@@ -444,6 +477,7 @@ impl Sender {
         Ok(Sender {
             from: from.map(|f| mailbox(f, "from")).transpose()?,
             reply_to: reply_to.map(|r| mailbox(r, "replyTo")).transpose()?,
+            branding: Branding::default(),
         })
     }
 }
@@ -551,7 +585,9 @@ mod tests {
     #[test]
     fn the_mail_shows_the_code_and_the_link_in_both_parts() {
         let renderer = MailRenderer::new("Contact Email <no-reply@example.com>", None).unwrap();
-        let parts = renderer.render_parts("en", &input("AB12CD")).unwrap();
+        let parts = renderer
+            .render_parts("en", &input("AB12CD"), &Branding::default())
+            .unwrap();
         let link = "https://login.example.com/verify?user=7&code=AB12CD&org=9";
         assert!(parts.text.contains(link), "{}", parts.text);
         assert!(parts.text.contains("    AB12CD\n"), "{}", parts.text);
@@ -627,7 +663,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("contact_email.subject.hbs"), "Code {{code}}").unwrap();
         let renderer = MailRenderer::new("no-reply@example.com", Some(&dir)).unwrap();
-        let parts = renderer.render_parts("en", &input("ZZ99")).unwrap();
+        let parts = renderer
+            .render_parts("en", &input("ZZ99"), &Branding::default())
+            .unwrap();
         assert_eq!(parts.subject, "Code ZZ99");
         std::fs::write(dir.join("otp_email.txt.hbs"), "{{nope}}").unwrap();
         let err = MailRenderer::new("no-reply@example.com", Some(&dir))
@@ -806,7 +844,10 @@ mod tests {
                 language: Some(lang),
                 default_language: None,
             });
-            renderer.render_parts(lang, &input("ZZ99")).unwrap().subject
+            renderer
+                .render_parts(lang, &input("ZZ99"), &Branding::default())
+                .unwrap()
+                .subject
         };
         let builtin_subject = |lang| builtin(lang, Purpose::ContactEmail, "subject").unwrap();
         write(dir.join("contact_email.subject.hbs"), "EN {{code}}");
@@ -829,16 +870,23 @@ mod tests {
         // A regional directory adds that language; its other files come from `de`, and its
         // dates are German.
         let mail = input("ZZ99");
-        let at = renderer.render_parts("de-AT", &mail).unwrap();
+        let at = renderer
+            .render_parts("de-AT", &mail, &Branding::default())
+            .unwrap();
         let german = i18n::format_expiry("de", mail.code_expires_at);
         assert_eq!(at.subject, format!("AT {german}"));
         assert_eq!(subject(&renderer, "de-at"), format!("AT {german}"));
         assert_eq!(
             at.text,
-            renderer.render_parts("de", &input("ZZ99")).unwrap().text
+            renderer
+                .render_parts("de", &input("ZZ99"), &Branding::default())
+                .unwrap()
+                .text
         );
         // Only the subject is overridden: the rest is the built-in Brazilian text.
-        let br = renderer.render_parts("pt-BR", &input("ZZ99")).unwrap();
+        let br = renderer
+            .render_parts("pt-BR", &input("ZZ99"), &Branding::default())
+            .unwrap();
         assert!(br.text.contains("Seu código de verificação"), "{}", br.text);
 
         // No pt-BR override: the pt override.
@@ -923,5 +971,56 @@ mod tests {
             .unwrap();
         assert!(err.contains("both hold templates for zh"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_html_part_wears_the_branding_and_the_built_in_look_without_one() {
+        let renderer = MailRenderer::new("no-reply@example.com", None).unwrap();
+        let sender = Sender {
+            branding: Branding {
+                primary_color: Some("#112233".into()),
+                background_color: Some("#fafafa".into()),
+                font_color: None,
+                logo_url: Some("https://cdn.acme.example/logo.png?a=1&b=2".into()),
+            },
+            ..Sender::default()
+        };
+        for lang in ["en", "de", "ja"] {
+            let reader = MailLanguage {
+                language: Some(lang),
+                default_language: None,
+            };
+            let mail = renderer
+                .render_for(&input("ZZ99"), reader, &sender)
+                .unwrap();
+            assert!(
+                mail.html.contains("color: #112233;"),
+                "{lang}: {}",
+                mail.html
+            );
+            assert!(mail.html.contains("background-color: #fafafa;"), "{lang}");
+            assert!(
+                mail.html.contains("color: #1f2937;"),
+                "{lang}: built-in font color"
+            );
+            assert!(
+                mail.html
+                    .contains(r#"<img src="https://cdn.acme.example/logo.png?a=1&amp;b=2""#),
+                "{lang}: {}",
+                mail.html
+            );
+            assert!(
+                !mail.text.contains("112233"),
+                "the text part has no styling"
+            );
+            let plain = renderer
+                .render_for(&input("ZZ99"), reader, &Sender::default())
+                .unwrap();
+            assert!(
+                !plain.html.contains("<img"),
+                "{lang}: a logo without branding"
+            );
+            assert!(plain.html.contains("ZZ99"));
+        }
     }
 }

@@ -32,10 +32,11 @@ pub async fn send(
         4,
     );
     let selected = providers.select(settings)?;
-    let sender = Sender::of(
+    let mut sender = Sender::of(
         settings.and_then(|s| s.from.as_deref()),
         settings.and_then(|s| s.reply_to.as_deref()),
     )?;
+    sender.branding = settings.map(|s| s.branding.clone()).unwrap_or_default();
     // A job id of its own (negative, never a real job's), so the Message-ID is unique.
     let job_id = -Utc::now().timestamp_millis();
     let mail = renderer.render_for(

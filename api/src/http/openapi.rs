@@ -76,6 +76,12 @@ const LANGUAGE_PATTERN: &str = concat!(
     r"(?:[-_][xX](?:[-_][A-Za-z0-9]{1,8})+)?)?$"
 );
 
+/// A CSS hex color of the branding: `#abc` or `#aabbcc`, or `""` (unset).
+fn color(what: &str) -> Value {
+    json!({"type": "string", "pattern": "^(?:#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6}))?$",
+        "description": format!("{what}: a hex color such as `#1a73e8` or `#abc`")})
+}
+
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -264,6 +270,24 @@ fn request_schemas() -> Vec<(&'static str, Value)> {
                                             is first set; shown as `***`"}))}}}},
                         ],
                     })),
+                    "branding": or_null(reference("Branding")),
+                },
+            }),
+        ),
+        (
+            "Branding",
+            json!({
+                "type": "object",
+                "description": "Colors and logo of the HTML mails, as ZITADEL's label policy. \
+                    An organization's own branding overrides its instance's field by field; \
+                    `PUT` replaces the whole object (a field left out or `\"\"` is unset).",
+                "properties": {
+                    "primaryColor": or_null(color("Links and buttons")),
+                    "backgroundColor": or_null(color("Background of the mail")),
+                    "fontColor": or_null(color("Text")),
+                    "logoUrl": or_null(json!({"type": "string", "maxLength": 500,
+                        "description": "`https://` (or `http://`) URL of the logo image, \
+                            without user info"})),
                 },
             }),
         ),

@@ -9,6 +9,7 @@ use axum::extract::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
+use common::branding::Branding;
 use common::commands::{CreateUser, Details};
 use common::domain::{CONTACT_CODE_MAX_LEN, OTP_CODE_MAX_LEN, SubmittedCode};
 use common::error::Rejection;
@@ -120,6 +121,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v3alpha/instances/{instanceId}/mail_settings",
             get(get_mail_settings).put(put_mail_settings),
+        )
+        .route(
+            "/v3alpha/organizations/{orgId}/branding",
+            get(get_org_branding).put(put_org_branding),
         )
         .route(A, get(get_user).delete(delete_user))
         .route(&format!("{A}/email"), put(a_set_email))
@@ -573,6 +578,44 @@ async fn put_mail_settings(
     ))
 }
 
+#[utoipa::path(get, path = "/v3alpha/organizations/{orgId}/branding", tag = "Instances",
+    summary = "Get an organization's own mail branding",
+    params(("orgId" = String, Path)),
+    responses((status = 200, body = BrandingSchema), NoBodyErrorAnswers),
+    security(("bearer" = [])))]
+async fn get_org_branding(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(org_id): Path<String>,
+) -> Answer<Branding> {
+    Ok(Json(state.org_branding(principal, org_id).await?))
+}
+
+#[utoipa::path(put, path = "/v3alpha/organizations/{orgId}/branding", tag = "Instances",
+    summary = "Replace an organization's mail branding (unset fields fall back to the instance's)",
+    params(("orgId" = String, Path)),
+    request_body = BrandingSchema,
+    responses((status = 200, body = BrandingSchema), VerifyErrorAnswers),
+    security(("bearer" = [])))]
+async fn put_org_branding(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(org_id): Path<String>,
+    JsonBody(branding): JsonBody<Branding>,
+) -> Answer<Branding> {
+    Ok(Json(
+        state
+            .replace_org_branding(principal, org_id, branding)
+            .await?,
+    ))
+}
+
+/// Stands for [`Branding`] in the OpenAPI document, whose schema is written by hand.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Branding)]
+#[allow(dead_code)]
+pub struct BrandingSchema {}
+
 /// Stands for [`MailSettings`] in the OpenAPI document, whose schema is written by hand
 /// (`openapi::request_schemas`).
 #[derive(utoipa::ToSchema)]
@@ -607,6 +650,7 @@ fn parse_code(raw: Option<&str>, field: &str, max_len: usize) -> Result<Submitte
     info(title = "Contact email service", description = "ZITADEL-compatible v3alpha user API for the contact email and OTP Email authenticators. See SPEC.md."),
     paths(
         create_user, get_user, delete_user, get_mail_settings, put_mail_settings,
+        get_org_branding, put_org_branding,
         a_set_email, a_verify_email, a_resend_email,
         a_add_otp_email, a_verify_otp_email, a_resend_otp_email, a_remove_otp_email,
         b_set_email, b_verify_email, b_resend_email,
