@@ -12,9 +12,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tests::SmtpSink;
-use tests::app::spawn_app;
+use tests::app::{spawn_app, spawn_app_with};
 use tests::client::Api;
 use tests::scenario::*;
+
+/// The stand-in providers of these tests listen on 127.0.0.1, which instance providers may
+/// reach only when the operator allows private networks.
+const PRIVATE_PROVIDERS: &[(&str, &str)] = &[("MAIL_PROVIDERS_ALLOW_PRIVATE", "true")];
 
 fn settings_path(instance: &str) -> String {
     format!("/v3alpha/instances/{instance}/mail_settings")
@@ -165,7 +169,7 @@ async fn settings_are_read_and_replaced_with_their_permissions_and_secrets_stay_
 
 #[tokio::test]
 async fn an_instances_mail_uses_its_sender_language_and_relay_and_changes_apply_to_later_mail() {
-    let (w, _app) = spawn_app().await;
+    let (w, _app) = spawn_app_with(PRIVATE_PROVIDERS).await;
     let path = settings_path(&w.instance_id());
     let admin = with_permissions(&w, "instance.write").await;
     let relay = SmtpSink::spawn().await;
@@ -288,7 +292,7 @@ fn hmac_hex(key: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn the_http_provider_gets_signed_json_with_5xx_retried_and_4xx_permanent() {
-    let (w, _app) = spawn_app().await;
+    let (w, _app) = spawn_app_with(PRIVATE_PROVIDERS).await;
     let received = Received::default();
     received.answers.lock().unwrap().push(503);
     let url = spawn_http_provider(received.clone()).await;
@@ -362,7 +366,11 @@ async fn the_http_provider_gets_signed_json_with_5xx_retried_and_4xx_permanent()
 async fn one_instances_hanging_relay_does_not_hold_up_another_instances_mail() {
     // Eight delivery slots: without isolation, the hanging relay's mails would take them all
     // for the 30 s SMTP time limit.
-    let (mut w, _app) = tests::app::spawn_app_with(&[("WORKER_CONCURRENCY", "8")]).await;
+    let (mut w, _app) = spawn_app_with(&[
+        ("WORKER_CONCURRENCY", "8"),
+        ("MAIL_PROVIDERS_ALLOW_PRIVATE", "true"),
+    ])
+    .await;
     // A relay that accepts connections and never says a word.
     let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hanging_port = hanging.local_addr().unwrap().port();
@@ -414,7 +422,7 @@ async fn one_instances_hanging_relay_does_not_hold_up_another_instances_mail() {
 
 #[tokio::test]
 async fn the_cli_shows_sets_and_tests_an_instances_settings() {
-    let (w, _app) = spawn_app().await;
+    let (w, _app) = spawn_app_with(PRIVATE_PROVIDERS).await;
     let instance = w.instance_id();
     let relay = SmtpSink::spawn().await;
     let relay_url = relay.url();
@@ -615,4 +623,74 @@ async fn the_html_mail_wears_the_organizations_branding_over_the_instances() {
         5,
         Some("COMMAND-Ggk9n"),
     );
+}
+
+#[tokio::test]
+async fn an_instance_provider_may_not_reach_private_addresses_unless_the_operator_allows_it() {
+    let (w, _app) = spawn_app().await;
+    let admin = with_permissions(&w, "instance.write").await;
+    let relay = SmtpSink::spawn().await;
+    // The worker's own relay (the sink) is on 127.0.0.1 too: the operator's, so allowed.
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"provider": {"smtp": {"url": relay.url()}}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    w.create_user_with(json!({"email": {"address": "inside@acme.example"}}))
+        .await;
+    // The job waits (its attempts are not spent) and says why; nothing is sent.
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let jobs = w.env.jobs(&["--status", "retrying"]).await;
+        if let Some(job) = jobs.first() {
+            let error = job.to_string();
+            assert!(error.contains("public addresses"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not wait");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(relay.count(), 0);
+    assert_eq!(w.env.sink.count(), 0);
+
+    // `test` says the same and exits 1.
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "test",
+            "--instance",
+            &w.instance_id(),
+            "--to",
+            "ops@acme.example",
+        ])
+        .await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("public addresses"), "{}", out.stderr);
+
+    // An HTTP provider on a private address: refused the same way.
+    let resp = admin
+        .put(
+            &settings_path(&w.instance_id()),
+            json!({"provider": {"http": {"url": "http://169.254.169.254/latest", "signingKey": "k"}}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let out = w
+        .env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "test",
+            "--instance",
+            &w.instance_id(),
+            "--to",
+            "ops@acme.example",
+        ])
+        .await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("public addresses"), "{}", out.stderr);
 }

@@ -97,6 +97,12 @@ pub struct DeliveryArgs {
     )]
     pub mail_from: String,
 
+    /// Lets instances' own providers (their SMTP relay or HTTP endpoint, SPEC 9) reach
+    /// private, loopback and link-local addresses. Off: a tenant cannot point the worker at
+    /// the service's own network. Turn on for providers inside the cluster.
+    #[arg(long, env = "MAIL_PROVIDERS_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub mail_providers_allow_private: bool,
+
     /// Directory with template overrides (`contact_email.subject.hbs`, `.txt.hbs`,
     /// `.html.hbs`, and the same for `otp_email`).
     #[arg(long, env = "MAIL_TEMPLATES_DIR")]
@@ -104,6 +110,16 @@ pub struct DeliveryArgs {
 }
 
 impl DeliveryArgs {
+    /// Where instances' own providers may connect.
+    pub fn provider_destinations(&self) -> crate::transport::destination::Destinations {
+        use crate::transport::destination::Destinations;
+        if self.mail_providers_allow_private {
+            Destinations::Any
+        } else {
+            Destinations::PublicOnly
+        }
+    }
+
     /// Checked after parsing so that an error never echoes the URL (it may hold a password).
     pub fn validate(&self) -> Result<(), common::config::ConfigError> {
         match self.smtp_url.as_ref().map(|u| u.expose_secret().trim()) {

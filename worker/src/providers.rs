@@ -13,6 +13,7 @@
 //! finished lately): its slot is then free for other instances' mail.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +26,7 @@ use sha2::Sha256;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::mail::RenderedMail;
+use crate::transport::destination::Destinations;
 use crate::transport::{MailTransport, SendFailure, SmtpSettings};
 
 /// An instance provider unused this long is dropped (its pooled connections close).
@@ -42,6 +44,8 @@ const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// What the worker sends instance mail with besides its global transport.
 pub struct Providers {
     helo_name: String,
+    /// Where instance providers may connect (see `transport::destination`).
+    destinations: Destinations,
     ca_file: Option<PathBuf>,
     /// Slots (and SMTP connections) one instance provider may use at once.
     instance_slots: usize,
@@ -85,8 +89,17 @@ pub enum Admission {
 }
 
 impl Providers {
-    pub fn new(helo_name: String, ca_file: Option<PathBuf>, concurrency: u16) -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        helo_name: String,
+        ca_file: Option<PathBuf>,
+        concurrency: u16,
+        destinations: Destinations,
+    ) -> Self {
+        let mut http = reqwest::Client::builder();
+        if destinations == Destinations::PublicOnly {
+            http = http.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        let http = http
             .timeout(HTTP_TIMEOUT)
             .connect_timeout(HTTP_TIMEOUT)
             // A redirect of a signed POST is not followed: the receiver must be named as is.
@@ -97,6 +110,7 @@ impl Providers {
             .expect("an HTTP client of static settings builds");
         Providers {
             helo_name,
+            destinations,
             ca_file,
             instance_slots: usize::from(concurrency / 4).max(1),
             http,
@@ -141,6 +155,7 @@ impl Providers {
                         ca_file: self.ca_file.as_deref(),
                         helo_name: &self.helo_name,
                         pool_size: self.instance_slots as u32,
+                        destinations: self.destinations,
                     }),
                     PathBuf::new(),
                 )
@@ -252,6 +267,9 @@ impl Providers {
             language: &mail.language,
         })
         .map_err(|e| SendFailure::Permanent(format!("cannot encode the mail: {e}")))?;
+        self.check_destination(url)
+            .await
+            .map_err(SendFailure::Configuration)?;
         let signature = sign(signing_key, &body);
         let sent = self
             .http
@@ -288,6 +306,51 @@ impl Providers {
         } else {
             Err(SendFailure::Permanent(reply))
         }
+    }
+}
+
+impl Providers {
+    /// Refuses an HTTP provider whose host is (or resolves only to) an address instance
+    /// providers may not reach: a clear configuration fault instead of a connection error.
+    /// The client's resolver filters the addresses again when it connects.
+    async fn check_destination(&self, url: &str) -> Result<(), String> {
+        if self.destinations == Destinations::Any {
+            return Ok(());
+        }
+        let parsed =
+            url::Url::parse(url).map_err(|_| "the HTTP provider URL does not parse".to_string())?;
+        let host = parsed
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let resolved: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            // A name that does not resolve fails as the request would: transiently.
+            Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(addresses) => addresses.collect(),
+                Err(_) => return Ok(()),
+            },
+        };
+        self.destinations.filter(&host, resolved).map(|_| ())
+    }
+}
+
+/// Name resolution for the HTTP client that drops addresses instance providers may not
+/// reach (see `transport::destination`).
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = Destinations::PublicOnly.filter(&host, resolved)?;
+            let addresses: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(addresses)
+        })
     }
 }
 

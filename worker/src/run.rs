@@ -25,6 +25,7 @@ use crate::mail::MailRenderer;
 use crate::providers::Providers;
 use crate::retry::RetryPolicy;
 use crate::store;
+use crate::transport::destination::Destinations;
 use crate::transport::{MailTransport, SmtpHealth, SmtpSettings, default_helo_name};
 
 /// How often stranded jobs are looked for, and how quiet a job must have been.
@@ -76,6 +77,7 @@ impl Application {
             helo_name(&config.delivery, &renderer),
             config.delivery.smtp_tls_ca_file.clone(),
             config.worker_concurrency,
+            config.delivery.provider_destinations(),
         );
         let deliverer = Arc::new(Deliverer {
             pool: pool.clone(),
@@ -206,6 +208,7 @@ pub(crate) fn mail_transport(
             ca_file: args.smtp_tls_ca_file.as_deref(),
             helo_name: &helo_name,
             pool_size: u32::from(concurrency),
+            destinations: Destinations::Any,
         }),
         args.mail_dir.clone(),
     )

@@ -30,6 +30,7 @@ pub async fn send(
         helo_name(delivery, &renderer),
         delivery.smtp_tls_ca_file.clone(),
         4,
+        delivery.provider_destinations(),
     );
     let selected = providers.select(settings)?;
     let mut sender = Sender::of(

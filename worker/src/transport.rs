@@ -11,6 +11,7 @@
 //! The connections are opened by the worker itself, not by lettre, to set `TCP_NODELAY`
 //! (see `relay`: a workaround to drop once lettre sets it).
 
+pub mod destination;
 mod relay;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
+use self::destination::Destinations;
 use self::relay::{Relay, RelayConfig, RelayError, Security};
 
 /// How long one SMTP conversation may take.
@@ -52,6 +54,9 @@ pub struct SmtpSettings<'a> {
     pub ca_file: Option<&'a Path>,
     pub helo_name: &'a str,
     pub pool_size: u32,
+    /// Which addresses the relay may be at (an instance's relay: public ones unless the
+    /// operator allows private networks).
+    pub destinations: Destinations,
 }
 
 impl MailTransport {
@@ -188,6 +193,7 @@ fn smtp_transport(settings: &SmtpSettings<'_>) -> Result<Relay, String> {
         helo: ClientId::Domain(settings.helo_name.to_owned()),
         credentials,
         timeout: SMTP_TIMEOUT,
+        destinations: settings.destinations,
     };
     Relay::new(config, settings.pool_size as usize)
 }
@@ -235,6 +241,8 @@ fn classify(e: &RelayError) -> SendFailure {
             limit.as_secs()
         )),
         RelayError::Pool(e) => SendFailure::Transient(e.clone()),
+        // Not the mail's fault: the instance's settings name a place it may not go.
+        RelayError::Blocked(why) => SendFailure::Configuration(why.clone()),
     }
 }
 
@@ -306,6 +314,7 @@ mod tests {
                 ca_file: None,
                 helo_name: "worker.example.com",
                 pool_size: 4,
+                destinations: Destinations::Any,
             };
             assert!(smtp_transport(&settings).is_ok(), "{url}");
         }
@@ -319,6 +328,7 @@ mod tests {
                 ca_file: None,
                 helo_name: "worker.example.com",
                 pool_size: 4,
+                destinations: Destinations::Any,
             };
             let Err(err) = smtp_transport(&settings) else {
                 panic!("{url} builds");
@@ -334,6 +344,7 @@ mod tests {
             ca_file: Some(Path::new("/nonexistent/ca.pem")),
             helo_name: "w.example",
             pool_size: 1,
+            destinations: Destinations::Any,
         };
         let err = smtp_transport(&settings).err().unwrap();
         assert!(err.contains("SMTP_TLS_CA_FILE"), "{err}");

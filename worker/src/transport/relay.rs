@@ -11,6 +11,7 @@
 //! release sets `TCP_NODELAY`, drop this module and go back to `AsyncSmtpTransport` with
 //! lettre's pool (worker/src/transport.rs before this module was added).
 
+use super::destination::Destinations;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -55,6 +56,8 @@ pub(super) struct RelayConfig {
     /// The connect timeout, and the limit on one whole send (waiting for a connection,
     /// opening it, and the transaction).
     pub timeout: Duration,
+    /// Which resolved addresses a connection may use.
+    pub destinations: Destinations,
 }
 
 /// Why a send failed, before it is classified (`super::classify`).
@@ -68,6 +71,8 @@ pub(super) enum RelayError {
     Timeout(Duration),
     /// The pool itself failed (it is never closed while the worker runs).
     Pool(String),
+    /// The relay's addresses are all ones this relay may not reach.
+    Blocked(String),
 }
 
 impl From<SmtpError> for RelayError {
@@ -222,9 +227,13 @@ impl RelayConfig {
     /// A TCP connection to the relay with `TCP_NODELAY`, trying each address of the host in
     /// turn, each within the timeout.
     async fn tcp(&self) -> Result<TcpStream, RelayError> {
-        let addresses = tokio::net::lookup_host((self.host.as_str(), self.port))
+        let resolved = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(RelayError::Connect)?;
+        let addresses = self
+            .destinations
+            .filter(&self.host, resolved.collect())
+            .map_err(RelayError::Blocked)?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
         for address in addresses {
             match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await {
@@ -326,6 +335,7 @@ mod tests {
             helo: ClientId::Domain("worker.test".into()),
             credentials: None,
             timeout: Duration::from_secs(5),
+            destinations: Destinations::Any,
         }
     }
 
