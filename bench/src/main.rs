@@ -16,6 +16,7 @@
 
 mod load;
 mod mailflow;
+mod openloop;
 mod pgbench;
 mod procfs;
 mod report;
@@ -63,13 +64,20 @@ struct Args {
     /// Sequential requests with the broker up and then down in phase 5 (0 skips phase 5).
     #[arg(long, default_value_t = 200)]
     outage_requests: usize,
+    /// Requests per second of phase 6 (open loop; 0 skips it).
+    #[arg(long, default_value_t = 200)]
+    open_loop_rate: u32,
+    /// Measured seconds of phase 6 (after a 5 s warm-up at the same rate).
+    #[arg(long, default_value_t = 30)]
+    open_loop_secs: u64,
     /// pgbench threads (`-j`).
     #[arg(long, default_value_t = 2)]
     pgbench_threads: usize,
     /// Phases to run, comma-separated: `api` (phase 1 with pgbench), `worker` (phases 2 and
-    /// 3: the drain next to the lettre ceilings, and end-to-end latency), `outage` (phase 5).
+    /// 3: the drain next to the lettre ceilings, and end-to-end latency), `outage` (phase 5),
+    /// `openloop` (phase 6: a fixed request rate, latency from the intended send time).
     /// A skipped phase reads zero in the report, which says so.
-    #[arg(long, value_delimiter = ',', default_values = ["api", "worker", "outage"])]
+    #[arg(long, value_delimiter = ',', default_values = ["api", "worker", "outage", "openloop"])]
     phases: Vec<Phase>,
     /// Where to write the markdown report (default: print it only as a summary).
     #[arg(long)]
@@ -82,6 +90,8 @@ enum Phase {
     Api,
     Worker,
     Outage,
+    #[value(name = "openloop")]
+    OpenLoop,
 }
 
 #[tokio::main]
@@ -123,6 +133,7 @@ async fn main() {
             (Phase::Api, "1 (API load, pgbench)"),
             (Phase::Worker, "2 and 3 (worker drain, end-to-end latency)"),
             (Phase::Outage, "5 (broker unreachable)"),
+            (Phase::OpenLoop, "6 (fixed request rate)"),
         ]
         .into_iter()
         .filter(|(p, _)| !args.phases.contains(p))
@@ -148,6 +159,12 @@ async fn main() {
         None
     };
 
+    let open_loop = if args.open_loop_rate > 0 && args.phases.contains(&Phase::OpenLoop) {
+        Some(phase_open_loop(&settings, args.open_loop_rate, args.open_loop_secs).await)
+    } else {
+        None
+    };
+
     machine.load_after = procfs::load_average();
     let results = Results {
         machine,
@@ -156,6 +173,7 @@ async fn main() {
         worker,
         e2e,
         outage,
+        open_loop,
         total_time: started.elapsed(),
     };
     println!("{}", results.summary());
@@ -564,6 +582,27 @@ async fn phase_worker(settings: &Settings) -> (WorkerPhase, mailflow::EndToEnd) 
 }
 
 /// Phase 5: sequential request latency with the broker reachable, then unreachable.
+/// Phase 6: the whole service (api and worker) at a fixed request rate.
+async fn phase_open_loop(settings: &Settings, rate: u32, secs: u64) -> openloop::OpenLoopPhase {
+    step(&format!("phase 6: starting api + worker for {rate} req/s"));
+    let env = builder(settings).start().await;
+    let users = load::create_users(&env.api(), "l", 400, 16).await;
+    env.sink.clear();
+    step("phase 6: 5 s warm-up at the same rate");
+    openloop::run(&env, &users, rate, Duration::from_secs(5), "w").await;
+    step(&format!("phase 6: {secs} s measured"));
+    let phase = openloop::run(&env, &users, rate, Duration::from_secs(secs), "m").await;
+    step(&format!(
+        "phase 6: {:.0} req/s started, p50 {}, p99 {} from the intended start; mail p50 {}, p99 {}",
+        phase.achieved_rate(),
+        stats::ms(phase.latency.p50),
+        stats::ms(phase.latency.p99),
+        stats::ms(phase.to_mail.p50),
+        stats::ms(phase.to_mail.p99)
+    ));
+    phase
+}
+
 async fn phase_outage(settings: &Settings, requests: usize) -> OutagePhase {
     step("phase 5: starting api + worker with RabbitMQ behind a proxy");
     let env = builder(settings).amqp_via_proxy().start().await;

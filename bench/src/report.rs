@@ -130,6 +130,8 @@ pub struct Results {
     pub worker: WorkerPhase,
     pub e2e: EndToEnd,
     pub outage: Option<OutagePhase>,
+    /// Phase 6, when it ran.
+    pub open_loop: Option<crate::openloop::OpenLoopPhase>,
     pub total_time: Duration,
 }
 
@@ -431,6 +433,16 @@ mod tests {
                 errors_down: 2,
                 readyz_down: "{\"broker\":\"degraded\"}".into(),
                 recovered_after: Some(Duration::from_millis(3456)),
+            }),
+            open_loop: Some(crate::openloop::OpenLoopPhase {
+                rate: 200,
+                duration: Duration::from_secs(30),
+                sent: 6000,
+                errors: 0,
+                latency: latency(3, 6000),
+                start_lag: latency(0, 6000),
+                to_mail: latency(9, 6000),
+                mails_missing: 0,
             }),
             total_time: Duration::from_secs(245),
         }

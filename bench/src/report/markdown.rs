@@ -24,6 +24,7 @@ pub(super) fn render(r: &Results) -> String {
     worker_throughput(&mut md, r);
     end_to_end(&mut md, r);
     broker_outage(&mut md, r);
+    open_loop(&mut md, r);
     appendix(&mut md, &r.api);
     md.finish()
 }
@@ -159,6 +160,19 @@ fn latency_and_memory_summary(t: &mut Table, r: &Results) {
             mib(w.api_memory.peak_kib)
         ),
     ]);
+    if let Some(ol) = &r.open_loop {
+        t.row([
+            format!(
+                "API latency at {} req/s (open loop, from the intended start)",
+                ol.rate
+            ),
+            p50_p99(&ol.latency),
+        ]);
+        t.row([
+            format!("request to mail received at {} req/s", ol.rate),
+            p50_p99(&ol.to_mail),
+        ]);
+    }
     if let Some(out) = &r.outage {
         t.row([
             "request latency, broker unreachable (sequential)".into(),
@@ -651,6 +665,33 @@ fn broker_outage(md: &mut Markdown, r: &Results) {
          Mails of the requests made during the outage: {recovered}.",
         out.errors_up, out.errors_down, out.readyz_down
     ));
+}
+
+/// Phase 6, when it ran: latency at a fixed rate, from the intended send time.
+fn open_loop(md: &mut Markdown, r: &Results) {
+    let Some(ol) = &r.open_loop else {
+        return;
+    };
+    md.para("## 6. Latency at a fixed request rate (open loop)");
+    md.para(format!(
+        "The whole service (api and worker, mail to the sink) at {} set-email requests per \
+         second for {} (after a 5 s warm-up at the same rate): each request starts on a fixed \
+         schedule whether or not earlier ones have answered, and its latency is counted from \
+         the time it was meant to start, so a slow answer cannot delay the next request and \
+         hide itself (no coordinated omission). Requests started: {} ({:.1} per second), \
+         errors: {}, mails not arrived within 60 s: {}.",
+        ol.rate,
+        secs(ol.duration),
+        ol.sent,
+        ol.achieved_rate(),
+        ol.errors,
+        ol.mails_missing
+    ));
+    let mut t = latency_table();
+    latency_row(&mut t, "request (intended start to answer)", &ol.latency);
+    latency_row(&mut t, "request to mail received", &ol.to_mail);
+    latency_row(&mut t, "schedule lag of the load generator", &ol.start_lag);
+    md.table(t);
 }
 
 /// The raw material: table statistics, query plans, the pgbench script and output.
