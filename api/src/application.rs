@@ -83,6 +83,7 @@ impl Application {
             publisher,
             metrics,
             http_metrics,
+            tokens: Arc::default(),
         };
 
         let listener = TcpListener::bind(config.api_addr).await.map_err(|e| {

@@ -10,5 +10,6 @@ pub mod grpc;
 pub mod http;
 pub mod service;
 pub mod state;
+pub mod token_cache;
 
 pub use application::Application;

@@ -9,6 +9,7 @@ use common::metrics::Metrics;
 use common::outbox::OutboxPublisher;
 
 use crate::http::metrics::HttpMetrics;
+use crate::token_cache::TokenCache;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,4 +20,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The HTTP request counters, also registered in `metrics`.
     pub http_metrics: HttpMetrics,
+    /// Tokens that authenticated in the last 2 s.
+    pub tokens: Arc<TokenCache>,
 }

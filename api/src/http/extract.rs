@@ -91,8 +91,18 @@ pub async fn authenticate(
             Rejection::unauthenticated("Authorization header with a Bearer token is missing")
         })?
         .to_owned();
-    let principal = db::run(&state.pool, move |conn| auth::authenticate(conn, &token)).await?;
-    principal.ok_or_else(|| Rejection::unauthenticated("Token is invalid").into())
+    if let Some(principal) = state.tokens.get(&token) {
+        return Ok(principal);
+    }
+    let lookup = token.clone();
+    let found = db::run(&state.pool, move |conn| {
+        auth::authenticate_until(conn, &lookup)
+    })
+    .await?;
+    let (principal, expires_at) =
+        found.ok_or_else(|| Rejection::unauthenticated("Token is invalid"))?;
+    state.tokens.put(&token, principal.clone(), expires_at);
+    Ok(principal)
 }
 
 /// The token of an `Authorization` header value (`Bearer` is case-insensitive).
