@@ -340,21 +340,11 @@ fn apply_flags(settings: &mut MailSettings, args: &MailSettingsSetArgs) {
     ];
     if branding_flags.iter().any(|f| f.is_some()) {
         let branding = settings.branding.get_or_insert_with(Default::default);
-        let set = |field: &mut Option<String>, value: &Option<String>| {
-            if value.is_some() {
-                field.clone_from(value);
-            }
-        };
         set(&mut branding.primary_color, &args.primary_color);
         set(&mut branding.background_color, &args.background_color);
         set(&mut branding.font_color, &args.font_color);
         set(&mut branding.logo_url, &args.logo_url);
     }
-    let set = |field: &mut Option<String>, value: &Option<String>| {
-        if value.is_some() {
-            field.clone_from(value);
-        }
-    };
     set(&mut settings.from, &args.from);
     set(&mut settings.reply_to, &args.reply_to);
     set(&mut settings.default_language, &args.default_language);
@@ -368,6 +358,13 @@ fn apply_flags(settings: &mut MailSettings, args: &MailSettingsSetArgs) {
             url: url.clone(),
             signing_key: args.http_signing_key.clone(),
         }));
+    }
+}
+
+/// A flag given replaces the field; one left out keeps it.
+fn set(field: &mut Option<String>, flag: &Option<String>) {
+    if flag.is_some() {
+        field.clone_from(flag);
     }
 }
 

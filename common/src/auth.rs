@@ -84,12 +84,7 @@ impl Principal {
         if instance_id != self.instance_id {
             return Err(Rejection::instance_not_found());
         }
-        let allowed = if write {
-            self.can_write_instance
-        } else {
-            self.can_read_instance || self.can_write_instance
-        };
-        if allowed && self.org_id.is_none() {
+        if self.has_instance_permission(write) && self.org_id.is_none() {
             Ok(())
         } else {
             Err(Rejection::permission_denied())
@@ -100,16 +95,16 @@ impl Principal {
     /// organization was found in the token's instance: `instance.read` to read,
     /// `instance.write` to change; an organization-limited token only on its own.
     pub fn authorize_org_settings(&self, org_id: i64, write: bool) -> Result<(), Rejection> {
-        let allowed = if write {
-            self.can_write_instance
-        } else {
-            self.can_read_instance || self.can_write_instance
-        };
-        if allowed && self.may_touch_org(org_id) {
+        if self.has_instance_permission(write) && self.may_touch_org(org_id) {
             Ok(())
         } else {
             Err(Rejection::permission_denied())
         }
+    }
+
+    /// `instance.write`, or (to read) `instance.read` or `instance.write`.
+    fn has_instance_permission(&self, write: bool) -> bool {
+        self.can_write_instance || (!write && self.can_read_instance)
     }
 
     /// The check of create user, which has no user to look up yet: `user.write` in the

@@ -30,6 +30,21 @@ async fn with_permissions(w: &World, permissions: &str) -> Api {
         .await
 }
 
+/// `api instance mail-settings test` of the test's instance, to ops@acme.example.
+async fn send_test_mail(w: &World) -> tests::CliOutput {
+    w.env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "test",
+            "--instance",
+            &w.instance_id(),
+            "--to",
+            "ops@acme.example",
+        ])
+        .await
+}
+
 /// The stored row as text, to check what is at rest.
 async fn stored_row(w: &World) -> String {
     let out = tokio::process::Command::new("psql")
@@ -469,18 +484,7 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
     assert_eq!(read.get(&settings_path(&instance)).await.json, out.json());
 
     // `test` sends one mail through the instance's relay now.
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "test",
-            "--instance",
-            &instance,
-            "--to",
-            "ops@acme.example",
-        ])
-        .await;
+    let out = send_test_mail(&w).await;
     out.expect_success();
     assert!(out.stdout.contains("250"), "{}", out.stdout);
     let mails = relay.wait_for_to("ops@acme.example", 1, MAIL_WAIT).await;
@@ -533,18 +537,7 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
 
     // A relay that is down: `test` says so and exits 1.
     relay.stop().await;
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "test",
-            "--instance",
-            &instance,
-            "--to",
-            "ops@acme.example",
-        ])
-        .await;
+    let out = send_test_mail(&w).await;
     out.expect_code(1);
     assert!(out.stderr.contains("not sent"), "{}", out.stderr);
 }
@@ -656,18 +649,7 @@ async fn an_instance_provider_may_not_reach_private_addresses_unless_the_operato
     assert_eq!(w.env.sink.count(), 0);
 
     // `test` says the same and exits 1.
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "test",
-            "--instance",
-            &w.instance_id(),
-            "--to",
-            "ops@acme.example",
-        ])
-        .await;
+    let out = send_test_mail(&w).await;
     out.expect_code(1);
     assert!(out.stderr.contains("public addresses"), "{}", out.stderr);
 
@@ -679,18 +661,7 @@ async fn an_instance_provider_may_not_reach_private_addresses_unless_the_operato
         )
         .await;
     assert_eq!(resp.status, 200, "{resp:?}");
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "test",
-            "--instance",
-            &w.instance_id(),
-            "--to",
-            "ops@acme.example",
-        ])
-        .await;
+    let out = send_test_mail(&w).await;
     out.expect_code(1);
     assert!(out.stderr.contains("public addresses"), "{}", out.stderr);
 }
