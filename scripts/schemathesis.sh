@@ -178,18 +178,19 @@ checks.positive_data_acceptance.enabled = false
 include-operation-id = ["a_resend_email", "b_resend_email", "a_resend_otp_email", "b_resend_otp_email"]
 checks.positive_data_acceptance.enabled = false
 
-# Create user: a BCP 47 tag that repeats a variant or an extension singleton ("x-a-b-a") is
-# refused (RFC 5646 2.2.5, 2.2.6), which a pattern cannot say (the schema's description
+# Create user: a BCP 47 tag that repeats a variant or an extension singleton ("de-a-b-a-c")
+# is refused (RFC 5646 2.2.5, 2.2.6), which a pattern cannot say (the schema's description
 # does); the schema cannot be made stricter either, or tags the server rightly takes would
 # count as negative data.
 [[operations]]
 include-operation-id = ["create_user"]
 checks.positive_data_acceptance.enabled = false
 
-# Mail settings and branding (SPEC 9): `from` is "Name <address>", provider URLs and the
+# Mail settings and branding (SPEC 9): "from" is "Name <address>", provider URLs and the
 # logo are URLs of given forms, the provider is exactly one of smtp / http: rules the
-# schema states in prose. And whether `***` (keep the stored secret) or a provider without
-# `signingKey` is accepted depends on what is stored, not on the request.
+# schema states in prose. And whether "***" (keep the stored secret) or an HTTP provider
+# without a signing key is accepted depends on what is stored, not on the request. (This
+# text is inside an unquoted here-document: no backquotes or dollar signs.)
 [[operations]]
 include-operation-id = ["put_mail_settings", "put_org_branding"]
 checks.positive_data_acceptance.enabled = false

@@ -113,13 +113,28 @@ where
         let mut conn = pool
             .get()
             .map_err(|e| Error::DatabaseUnavailable(e.to_string()))?;
-        f(&mut conn)
+        match f(&mut conn) {
+            // The statement failed because PostgreSQL went away (a restart, a failover): the
+            // caller sees "unavailable" (503, retry), whichever statement noticed first.
+            Err(Error::Database(e)) if connection_lost(&mut conn) => {
+                Err(Error::DatabaseUnavailable(e.to_string()))
+            }
+            other => other,
+        }
     })
     .await
     .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
 }
 
 /// `SELECT 1` within `timeout`: the readiness probe.
+/// After a failed statement: whether the connection itself is gone (broken, or it cannot
+/// answer `SELECT 1`), rather than the statement being refused.
+fn connection_lost(conn: &mut PgConn) -> bool {
+    use diesel::r2d2::R2D2Connection;
+    let conn: &mut PgConnection = conn;
+    conn.is_broken() || conn.ping().is_err()
+}
+
 pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
     let pool = pool.clone();
     let probe = tokio::task::spawn_blocking(move || {
