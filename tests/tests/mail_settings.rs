@@ -45,6 +45,20 @@ async fn send_test_mail(w: &World) -> tests::CliOutput {
         .await
 }
 
+/// `api instance mail-settings show --json` of the test's instance.
+async fn show_settings(w: &World) -> tests::CliOutput {
+    w.env
+        .run_api(&[
+            "instance",
+            "mail-settings",
+            "show",
+            "--instance",
+            &w.instance_id(),
+            "--json",
+        ])
+        .await
+}
+
 /// The stored row as text, to check what is at rest.
 async fn stored_row(w: &World) -> String {
     let out = tokio::process::Command::new("psql")
@@ -462,17 +476,7 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
     out.expect_success();
     assert!(out.stdout.contains("help@acme.example"), "{}", out.stdout);
 
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "show",
-            "--instance",
-            &instance,
-            "--json",
-        ])
-        .await;
+    let out = show_settings(&w).await;
     out.expect_success();
     assert_eq!(
         out.json(),
@@ -506,17 +510,7 @@ async fn the_cli_shows_sets_and_tests_an_instances_settings() {
         ])
         .await;
     out.expect_success();
-    let out = w
-        .env
-        .run_api(&[
-            "instance",
-            "mail-settings",
-            "show",
-            "--instance",
-            &instance,
-            "--json",
-        ])
-        .await;
+    let out = show_settings(&w).await;
     assert_eq!(
         out.json(),
         json!({"defaultLanguage": "it", "provider": {"smtp": {"url": relay_url}}})

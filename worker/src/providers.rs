@@ -134,10 +134,8 @@ impl Providers {
             .by_instance
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Idle providers are dropped by `sweep`, not on every lookup.
         let now = self.now_ms();
-        by_instance.retain(|_, p| {
-            now.saturating_sub(p.last_used.load(Ordering::Relaxed)) < IDLE.as_millis() as u64
-        });
         if let Some(found) = by_instance.get(&settings.instance_id)
             && found.version == settings.version
         {
