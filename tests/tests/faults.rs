@@ -29,14 +29,19 @@ async fn sending_recipients(env: &TestEnv) -> BTreeSet<String> {
         .collect()
 }
 
-/// Waits until at least one job is `sending` (a mail is in flight).
-async fn wait_in_flight(env: &TestEnv) {
+/// Waits until at least `n` jobs are `sending` (mails in flight).
+async fn wait_sending(env: &TestEnv, n: usize) {
     eventually(
-        "a mail in flight (a job in state sending)",
+        &format!("{n} mail(s) in flight (jobs in state sending)"),
         WAIT,
-        || async move { (!sending_recipients(env).await.is_empty()).then_some(()) },
+        || async move { (sending_recipients(env).await.len() >= n).then_some(()) },
     )
     .await;
+}
+
+/// Waits until at least one job is `sending` (a mail is in flight).
+async fn wait_in_flight(env: &TestEnv) {
+    wait_sending(env, 1).await;
 }
 
 /// Checks SPEC 8's duplicate window on the mails received: one Message-ID per job, every
@@ -361,10 +366,13 @@ async fn the_worker_and_the_api_recover_from_a_postgresql_outage() {
         .start()
         .await;
     let api = env.api();
-    env.sink.data_delay(Duration::from_millis(1500));
+    env.sink.data_delay(Duration::from_secs(3));
     let users = users_with_mail(&api, "pg", N).await;
     let mut addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
-    wait_in_flight(&env).await;
+    // Every mail claimed before the cut: a claim whose commit lands just as the link drops
+    // leaves a job `sending` that no delivery holds (its lease runs out later), so the cut
+    // waits until each claim has long been answered.
+    wait_sending(&env, N).await;
 
     let proxy = env.database_proxy().clone();
     proxy.stop().await;
