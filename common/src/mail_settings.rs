@@ -15,6 +15,8 @@ use crate::branding::Branding;
 use crate::domain::{CodeKeys, EmailAddress, LanguageTag, UrlTemplate};
 use crate::error::{Error, Rejection, ids};
 use crate::schema::instance_mail_settings as ims;
+use crate::schema::mail_jobs;
+use crate::schema::organization_branding as ob;
 use crate::time::now_ms;
 
 /// What a secret is shown as, and what keeps the stored one when sent back.
@@ -451,9 +453,46 @@ pub fn resolve(
     keys: &CodeKeys,
     instance_id: i64,
 ) -> Result<Option<InstanceMail>, Error> {
-    let Some(row) = load_row(conn, instance_id)? else {
-        return Ok(None);
-    };
+    load_row(conn, instance_id)?
+        .map(|row| decrypt(keys, row))
+        .transpose()
+}
+
+/// The settings that apply to one job's mail as they are now, read in one statement with the
+/// job: its instance's settings and its organization's own branding.
+#[derive(Debug, Clone)]
+pub struct JobMail {
+    /// The instance's settings (`Ok(None)`: it has none); `Err` names a stored secret that
+    /// no key decrypts, a fault of the instance's configuration, not of the mail.
+    pub settings: Result<Option<InstanceMail>, String>,
+    pub org_branding: Branding,
+}
+
+/// [`JobMail`] of job `job_id`; `None` when there is no such job.
+pub fn for_job(
+    conn: &mut PgConnection,
+    keys: &CodeKeys,
+    job_id: i64,
+) -> Result<Option<JobMail>, Error> {
+    let found: Option<(Option<Row>, Option<serde_json::Value>)> = mail_jobs::table
+        .left_join(ims::table.on(ims::instance_id.eq(mail_jobs::instance_id)))
+        .left_join(ob::table.on(ob::org_id.eq(mail_jobs::org_id)))
+        .filter(mail_jobs::id.eq(job_id))
+        .select((Option::<Row>::as_select(), ob::branding.nullable()))
+        .first(conn)
+        .optional()?;
+    Ok(found.map(|(row, branding)| JobMail {
+        settings: row
+            .map(|row| decrypt(keys, row))
+            .transpose()
+            .map_err(|e| e.to_string()),
+        org_branding: Branding::from_stored(branding),
+    }))
+}
+
+/// A stored row with its secret decrypted.
+fn decrypt(keys: &CodeKeys, row: Row) -> Result<InstanceMail, Error> {
+    let instance_id = row.instance_id;
     let secret = |row: &Row| -> Result<Option<String>, Error> {
         row.provider_secret
             .as_deref()
@@ -488,7 +527,7 @@ pub fn resolve(
         }),
         _ => None,
     };
-    Ok(Some(InstanceMail {
+    Ok(InstanceMail {
         instance_id,
         version: row.updated_at,
         from: row.mail_from,
@@ -496,7 +535,7 @@ pub fn resolve(
         default_language: row.default_language,
         provider,
         branding: Branding::from_stored(row.branding),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::amqp::{Outgoing, Publisher, RetryTier, Route};
-use common::branding;
 use common::db::{self, PgPool};
 use common::domain::CodeKeys;
 use common::error::Error;
@@ -65,6 +64,16 @@ pub enum Outcome {
     Skipped,
 }
 
+/// What the first trip of a delivery found.
+enum Taken {
+    /// Claimed for this delivery, with the settings that apply to its mail.
+    Claimed(MailJob, Box<mail_settings::JobMail>),
+    /// Not to be sent now (see [`Deliverer::not_now`]).
+    NotNow(MailJob),
+    /// No such job (deleted with its user's data).
+    Unknown,
+}
+
 impl Deliverer {
     /// Delivers the job of one message, in a span that joins the trace of the request that
     /// enqueued the mail (`traceparent` from the message headers).
@@ -106,32 +115,93 @@ impl Deliverer {
     }
 
     async fn try_deliver(&self, job_id: i64) -> Result<Outcome, Error> {
+        // One trip to the database: the settings that apply now (a change applies to mail
+        // sent after it), then the claim; only a job not taken is read again, to say why.
         let keys = self.keys.clone();
-        let loaded = db::run(&self.pool, move |c| {
-            let Some(job) = mail_job::load(c, job_id)? else {
-                return Ok(None);
+        let taken = db::run(&self.pool, move |c| {
+            let Some(applying) = mail_settings::for_job(c, &keys, job_id)? else {
+                return Ok(Taken::Unknown);
             };
-            // The instance's settings and the organization's branding as they are now: a
-            // change applies to mail sent after it.
-            let settings = mail_settings::resolve(c, &keys, job.instance_id)?;
-            let branding = branding::of_org(c, job.org_id)?;
-            Ok(Some((job, settings, branding)))
+            Ok(match mail_job::claim(c, job_id, LEASE, EARLY_SLACK)? {
+                Some(job) => Taken::Claimed(job, Box::new(applying)),
+                None => match mail_job::load(c, job_id)? {
+                    Some(job) => Taken::NotNow(job),
+                    None => Taken::Unknown,
+                },
+            })
         })
         .await?;
-        let Some((job, settings, org_branding)) = loaded else {
-            tracing::warn!("message for an unknown job; dropped");
-            return Ok(Outcome::Skipped);
+        let (job, applying) = match taken {
+            Taken::Claimed(job, applying) => (job, applying),
+            Taken::NotNow(job) => return self.not_now(&job).await,
+            Taken::Unknown => {
+                tracing::warn!("message for an unknown job; dropped");
+                return Ok(Outcome::Skipped);
+            }
         };
+        let _held = self.leases.hold(job_id);
+        if job.code_expires_at <= Utc::now() {
+            db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, job_id)?)).await?;
+            self.count("expired");
+            return Ok(Outcome::Expired);
+        }
+        let settings = match applying.settings {
+            Ok(settings) => settings,
+            Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        let selected = match self.providers.select(settings.as_ref()) {
+            Ok(selected) => selected,
+            Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        let _slot = match self.providers.admit(&selected).await {
+            Admission::Go(slot) => slot,
+            Admission::Busy { stuck } => {
+                // Its slot goes to other instances' mail; this one comes back later, its
+                // budget untouched.
+                let wait = if stuck {
+                    Duration::from_secs(30)
+                } else {
+                    Duration::from_secs(1)
+                };
+                tracing::info!(
+                    stuck,
+                    "the instance's mail provider is busy; the mail waits"
+                );
+                return self
+                    .wait_for_provider(&job, wait, "the instance's mail provider is busy")
+                    .await;
+            }
+        };
+        let mut sender = match Sender::of(
+            settings.as_ref().and_then(|s| s.from.as_deref()),
+            settings.as_ref().and_then(|s| s.reply_to.as_deref()),
+        ) {
+            Ok(sender) => sender,
+            Err(why) => return self.provider_fault(&job, &why).await,
+        };
+        sender.branding = match &settings {
+            Some(s) => applying.org_branding.falling_back_to(&s.branding),
+            None => applying.org_branding,
+        };
+        let mail = match self.build(&job, settings.as_ref(), &sender) {
+            Ok(m) => m,
+            Err(why) => return self.fail(&job, &why).await,
+        };
+        self.send(&job, &selected, &mail).await
+    }
+
+    /// A job the claim did not take: already finished, not yet due, or held by another
+    /// delivery.
+    async fn not_now(&self, job: &MailJob) -> Result<Outcome, Error> {
         if !JobState::NOT_YET_SENT.contains(&job.state) {
             return Ok(Outcome::Skipped);
         }
         if job.state == JobState::Retrying
             && let Some(due) = job.next_attempt_at
             && let Ok(wait) = (due - Utc::now()).to_std()
-            && wait > EARLY_SLACK
         {
             // Early (a duplicate, or a delay longer than the longest tier): wait again.
-            self.park(&job, wait).await?;
+            self.park(job, wait).await?;
             return Ok(Outcome::Parked);
         }
         if job.state == JobState::Sending
@@ -145,57 +215,35 @@ impl Deliverer {
                 lease_left_ms = left.as_millis() as u64,
                 "job held by another delivery; the message waits"
             );
-            self.park(&job, left.min(LEASE)).await?;
+            self.park(job, left.min(LEASE)).await?;
             return Ok(Outcome::Parked);
         }
-        let selected = match self.providers.select(settings.as_ref()) {
-            Ok(selected) => selected,
-            Err(why) => return self.provider_fault(&job, &why).await,
-        };
-        let _slot = match self.providers.admit(&selected).await {
-            Admission::Go(slot) => slot,
-            Admission::Busy { stuck } => {
-                // Its slot goes to other instances' mail; this one comes back later.
-                let wait = if stuck {
-                    Duration::from_secs(30)
-                } else {
-                    Duration::from_secs(1)
-                };
-                tracing::info!(
-                    stuck,
-                    "the instance's mail provider is busy; the mail waits"
-                );
-                self.park(&job, wait).await?;
-                return Ok(Outcome::Parked);
-            }
-        };
-        let Some(job) =
-            db::run(&self.pool, move |c| Ok(mail_job::claim(c, job_id, LEASE)?)).await?
-        else {
+        // Between the claim and this read the job became due or its holder's lease ran
+        // out: the message comes back at once and claims it then.
+        self.park(job, Duration::ZERO).await?;
+        Ok(Outcome::Parked)
+    }
+
+    /// Gives a claimed job back for `wait` without spending its budget (its provider is
+    /// busy): `retrying`, and the message in the matching delay tier.
+    async fn wait_for_provider(
+        &self,
+        job: &MailJob,
+        wait: Duration,
+        why: &str,
+    ) -> Result<Outcome, Error> {
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let id = job.id;
+        let why = why.to_owned();
+        let held = db::run(&self.pool, move |c| {
+            Ok(mail_job::mark_retrying(c, id, next, &why, false)?)
+        })
+        .await?;
+        if held == 0 {
             return Ok(Outcome::Skipped);
-        };
-        let _held = self.leases.hold(job_id);
-        if job.code_expires_at <= Utc::now() {
-            db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, job_id)?)).await?;
-            self.count("expired");
-            return Ok(Outcome::Expired);
         }
-        let mut sender = match Sender::of(
-            settings.as_ref().and_then(|s| s.from.as_deref()),
-            settings.as_ref().and_then(|s| s.reply_to.as_deref()),
-        ) {
-            Ok(sender) => sender,
-            Err(why) => return self.provider_fault(&job, &why).await,
-        };
-        sender.branding = match &settings {
-            Some(s) => org_branding.falling_back_to(&s.branding),
-            None => org_branding,
-        };
-        let mail = match self.build(&job, settings.as_ref(), &sender) {
-            Ok(m) => m,
-            Err(why) => return self.fail(&job, &why).await,
-        };
-        self.send(&job, &selected, &mail).await
+        self.park(job, wait).await?;
+        Ok(Outcome::Parked)
     }
 
     /// An instance's settings that cannot be used (a secret no key decrypts, a provider that
@@ -263,14 +311,22 @@ impl Deliverer {
                 // `/readyz` speaks of the worker's own relay, not of instances' providers.
                 self.smtp_health.record(&result);
             }
-            let (outcome, reply) = match &result {
-                Ok(reply) => (AttemptOutcome::Sent, reply.as_str()),
-                Err(SendFailure::Transient(r)) => (AttemptOutcome::Transient, r.as_str()),
-                Err(SendFailure::Permanent(r)) => (AttemptOutcome::Permanent, r.as_str()),
-                Err(SendFailure::Configuration(r)) => (AttemptOutcome::Configuration, r.as_str()),
-            };
             let id = job.id;
-            let reply_owned = reply.to_owned();
+            let (outcome, failure) = match result {
+                Ok(reply) => {
+                    // The attempt, its count and `sent` in one statement.
+                    db::run(&self.pool, move |c| {
+                        Ok(mail_job::record_sent(c, id, at, &reply, elapsed)?)
+                    })
+                    .await?;
+                    self.count_send(selected, AttemptOutcome::Sent);
+                    let latency = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+                    self.metrics.delivery_latency.observe(latency.as_secs_f64());
+                    return Ok(Outcome::Sent);
+                }
+                Err(failure) => (failure.outcome(), failure),
+            };
+            let reply_owned = failure.reply().to_owned();
             let now = db::run(&self.pool, move |c| {
                 Ok(mail_job::record_attempt(
                     c,
@@ -282,38 +338,25 @@ impl Deliverer {
                 )?)
             })
             .await?;
-            self.count(outcome.as_str());
-            self.metrics
-                .provider_sends
-                .get_or_create(&ProviderLabels {
-                    provider: selected.kind(&self.transport),
-                    outcome: outcome.as_str(),
-                })
-                .inc();
-            if result.is_err() && !now.held {
+            self.count_send(selected, outcome);
+            if !now.held {
                 // Superseded or cancelled while this attempt ran: its code is void.
                 return Ok(Outcome::Skipped);
             }
-            if result.is_err() && now.code_expired {
+            if now.code_expired {
                 db::run(&self.pool, move |c| Ok(mail_job::mark_expired(c, id)?)).await?;
                 self.count("expired");
                 return Ok(Outcome::Expired);
             }
-            match result {
-                Ok(_) => {
-                    db::run(&self.pool, move |c| Ok(mail_job::mark_sent(c, id)?)).await?;
-                    let latency = (Utc::now() - job.created_at).to_std().unwrap_or_default();
-                    self.metrics.delivery_latency.observe(latency.as_secs_f64());
-                    return Ok(Outcome::Sent);
-                }
-                Err(SendFailure::Permanent(reply)) => return self.fail(job, &reply).await,
-                Err(SendFailure::Configuration(reply)) => {
+            match failure {
+                SendFailure::Permanent(reply) => return self.fail(job, &reply).await,
+                SendFailure::Configuration(reply) => {
                     tracing::warn!(reason = %reply, "SMTP configuration fault; the job waits");
                     // Waits grow with the attempts made, but the budget is left alone.
                     let level = (job.attempts as u32 + tries).div_ceil(QUICK_TRIES);
                     return self.schedule_retry(job, level, &reply, false).await;
                 }
-                Err(SendFailure::Transient(reply)) => match quick.next_wait() {
+                SendFailure::Transient(reply) => match quick.next_wait() {
                     Some(wait) if tries < QUICK_TRIES => tokio::time::sleep(wait).await,
                     _ => {
                         let failed = job.failed_deliveries.max(0) as u32 + 1;
@@ -362,6 +405,18 @@ impl Deliverer {
             "delivery will be retried"
         );
         Ok(Outcome::Parked)
+    }
+
+    /// Counts one attempt, overall and by provider kind.
+    fn count_send(&self, selected: &Selected, outcome: AttemptOutcome) {
+        self.count(outcome.as_str());
+        self.metrics
+            .provider_sends
+            .get_or_create(&ProviderLabels {
+                provider: selected.kind(&self.transport),
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     fn count(&self, outcome: &'static str) {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::mail_job::AttemptOutcome;
 use lettre::Message;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
@@ -45,6 +46,26 @@ pub enum SendFailure {
     /// required but not offered, authentication is unsupported or refused (530, 535). Not
     /// the mail's fault: the job waits, and `/readyz` says what is wrong.
     Configuration(String),
+}
+
+impl SendFailure {
+    /// How the attempt is recorded.
+    pub fn outcome(&self) -> AttemptOutcome {
+        match self {
+            SendFailure::Transient(_) => AttemptOutcome::Transient,
+            SendFailure::Permanent(_) => AttemptOutcome::Permanent,
+            SendFailure::Configuration(_) => AttemptOutcome::Configuration,
+        }
+    }
+
+    /// The relay's (or provider's) reply, or what went wrong.
+    pub fn reply(&self) -> &str {
+        match self {
+            SendFailure::Transient(r)
+            | SendFailure::Permanent(r)
+            | SendFailure::Configuration(r) => r,
+        }
+    }
 }
 
 /// How the worker talks to the relay, from `SMTP_URL`, `SMTP_TLS_CA_FILE` and

@@ -112,20 +112,34 @@ pub fn cancel_unsent_for_user(
     .execute(conn)
 }
 
-/// Takes the job for sending: from `queued` or `retrying`, or from `sending` once the
-/// previous holder's lease ran out (it died, or lost the database). A live holder renews its
-/// lease ([`renew_leases`]), so a second message for a job being sent (a redelivery after
-/// its holder's broker link failed) never takes it over.
-pub fn claim(conn: &mut PgConnection, id: i64, lease: Duration) -> QueryResult<Option<MailJob>> {
+/// Takes the job for sending: from `queued`, from `retrying` once it is due (within
+/// `early_slack`), or from `sending` once the previous holder's lease ran out (it died, or
+/// lost the database). A live holder renews its lease ([`renew_leases`]), so a second
+/// message for a job being sent (a redelivery after its holder's broker link failed) never
+/// takes it over. `None` when the job is not to be taken now; [`super::load`] says why.
+pub fn claim(
+    conn: &mut PgConnection,
+    id: i64,
+    lease: Duration,
+    early_slack: Duration,
+) -> QueryResult<Option<MailJob>> {
     let now = Utc::now();
     let lease_until = now + chrono_duration(lease);
+    let due = mail_jobs::state.eq(JobState::Queued).or(mail_jobs::state
+        .eq(JobState::Retrying)
+        .and(mail_jobs::next_attempt_at.le(now + chrono_duration(early_slack))));
+    let retrying_without_time = mail_jobs::state
+        .eq(JobState::Retrying)
+        .and(mail_jobs::next_attempt_at.is_null());
     let stale_sending = mail_jobs::state
         .eq(JobState::Sending)
         .and(mail_jobs::lease_until.lt(now));
     diesel::update(
-        mail_jobs::table
-            .filter(mail_jobs::id.eq(id))
-            .filter(mail_jobs::state.eq_any(JobState::UNSENT).or(stale_sending)),
+        mail_jobs::table.filter(mail_jobs::id.eq(id)).filter(
+            due.or(retrying_without_time)
+                .or(stale_sending)
+                .assume_not_null(),
+        ),
     )
     .set((
         mail_jobs::state.eq(JobState::Sending),
@@ -214,34 +228,54 @@ pub fn record_attempt(
     })
 }
 
+/// The mail of a job this worker sent was accepted: the attempt is recorded and counted, and
+/// the job is `sent` (even if it was superseded or cancelled while the mail was on its way:
+/// it did go out), in one statement. A job another process moved on meanwhile (its lease ran
+/// out) keeps its state; only the attempt is added. Returns whether the job became `sent`.
+pub fn record_sent(
+    conn: &mut PgConnection,
+    id: i64,
+    at: DateTime<Utc>,
+    reply: &str,
+    duration: Duration,
+) -> QueryResult<bool> {
+    use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        moved: bool,
+    }
+    // The attempt row, the state change and the count in one round trip. When `moved`
+    // changed the row, the final UPDATE's NOT EXISTS excludes it (a row is never updated
+    // twice in one statement); otherwise the final UPDATE only counts the attempt.
+    let moved: Moved = diesel::sql_query(
+        "WITH attempt AS ( \
+             INSERT INTO mail_attempts (job_id, at, outcome, smtp_reply, duration_ms) \
+             VALUES ($1, $2, 'sent', $3, $4) \
+         ), moved AS ( \
+             UPDATE mail_jobs SET state = 'sent', attempts = attempts + 1, last_error = NULL, \
+                    next_attempt_at = NULL, lease_until = NULL, code_ciphertext = NULL, \
+                    sent_at = $5, updated_at = $5 \
+              WHERE id = $1 AND state IN ('sending', 'superseded', 'cancelled') \
+             RETURNING id \
+         ), counted AS ( \
+             UPDATE mail_jobs SET attempts = attempts + 1 \
+              WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM moved) \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM moved) AS moved",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<Timestamptz, _>(at)
+    .bind::<Text, _>(truncate(reply))
+    .bind::<Integer, _>(duration.as_millis().min(i32::MAX as u128) as i32)
+    .bind::<Timestamptz, _>(Utc::now())
+    .get_result(conn)?;
+    Ok(moved.moved)
+}
+
 /// Keeps replies readable and bounded in the database.
 fn truncate(reply: &str) -> String {
     reply.chars().take(1000).collect()
-}
-
-/// The SMTP server accepted the mail: `sent`, even if the job was superseded or cancelled
-/// while the mail was on its way (it did go out).
-pub fn mark_sent(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
-    let now = Utc::now();
-    diesel::update(
-        mail_jobs::table
-            .filter(mail_jobs::id.eq(id))
-            .filter(mail_jobs::state.eq_any([
-                JobState::Sending,
-                JobState::Superseded,
-                JobState::Cancelled,
-            ])),
-    )
-    .set((
-        mail_jobs::state.eq(JobState::Sent),
-        mail_jobs::last_error.eq(None::<String>),
-        mail_jobs::next_attempt_at.eq(None::<DateTime<Utc>>),
-        mail_jobs::lease_until.eq(None::<DateTime<Utc>>),
-        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
-        mail_jobs::sent_at.eq(Some(now)),
-        mail_jobs::updated_at.eq(now),
-    ))
-    .execute(conn)
 }
 
 /// A delivery ended without the mail but may be tried again at `next_attempt_at`; with

@@ -16,7 +16,7 @@ mod state;
 
 pub use lifecycle::{
     AfterAttempt, NewJob, cancel_unsent_for_user, claim, enqueue, lock_for_replay, mark_expired,
-    mark_failed, mark_retrying, mark_sent, record_attempt, release, renew_leases, replace_code,
+    mark_failed, mark_retrying, record_attempt, record_sent, release, renew_leases, replace_code,
     requeue_for_replay, requeue_stranded, supersede_unsent,
 };
 pub use query::{

@@ -51,9 +51,9 @@ impl FromStr for Purpose {
 /// | move | from | to |
 /// | --- | --- | --- |
 /// | `enqueue` | (new) | `queued` |
-/// | `claim` | `queued`, `retrying`; `sending` whose lease ran out (its holder stopped renewing it) | `sending` |
+/// | `claim` | `queued`, `retrying` once due; `sending` whose lease ran out (its holder stopped renewing it) | `sending` |
 /// | `release` | `sending` (a stopping worker hands back what it could not finish) | `retrying` |
-/// | `mark_sent` | `sending`; `superseded`, `cancelled` (the mail was already on its way) | `sent` |
+/// | `record_sent` | `sending`; `superseded`, `cancelled` (the mail was already on its way) | `sent` |
 /// | `mark_retrying`, `mark_failed`, `mark_expired` | `sending` | `retrying`, `failed`, `expired` |
 /// | `supersede_unsent` | `queued`, `retrying`, `sending` | `superseded` |
 /// | `cancel_unsent_for_user` | `queued`, `retrying`, `sending` | `cancelled` |
