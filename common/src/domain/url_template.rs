@@ -5,7 +5,8 @@
 //! `userId`, `code`, `orgId`) and ZITADEL's Go-template spelling `{{.UserID}}`. Values are
 //! percent-encoded as URL components, never HTML-escaped.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{Handlebars, Path, PathSeg};
@@ -48,8 +49,18 @@ impl UrlTemplate {
     }
 
     /// Checks a template: syntax (`DOMAIN-oGh5e`), allowed variables and an absolute http(s)
-    /// result with sample values (`DOMAIN-ieYa7`), length (code 3).
+    /// result with sample values (`DOMAIN-ieYa7`), length (code 3). A template that passed
+    /// once is known ([`Cache`]): clients send the same few templates with every request.
     pub fn parse(raw: &str, field: &str) -> Result<Self, Rejection> {
+        if let Some(known) = cache().checked(raw) {
+            return Ok(known);
+        }
+        let checked = Self::check(raw, field)?;
+        cache().remember(raw, &checked);
+        Ok(checked)
+    }
+
+    fn check(raw: &str, field: &str) -> Result<Self, Rejection> {
         if raw.chars().count() > MAX_LEN {
             return Err(Rejection::invalid(
                 ids::TEMPLATE_TOO_LONG,
@@ -152,22 +163,71 @@ impl UrlTemplate {
             code: enc(values.code),
             org_id: enc(values.org_id),
         };
-        renderer()
-            .render_template(&self.0, &data)
-            .map_err(|e| e.to_string())
+        cache().render(&self.0, &data)
     }
 }
 
-/// One registry for every render: strict, no escaping (values are encoded beforehand), no
-/// helpers reachable because templates with helpers never get past [`check_elements`].
-fn renderer() -> &'static Handlebars<'static> {
-    static REGISTRY: OnceLock<Handlebars<'static>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
+/// Most templates kept: beyond it the caches start again (a client that sends ever new
+/// templates costs a compile per request, as without a cache, and no memory).
+const CACHE_LIMIT: usize = 256;
+
+/// The templates seen by this process: those that passed [`UrlTemplate::parse`] (by the text
+/// as sent), and the compiled form of each source rendered, so that neither a request nor a
+/// mail compiles the same template twice.
+struct Cache {
+    /// Raw text as sent → the checked template.
+    checked: Mutex<HashMap<String, UrlTemplate>>,
+    /// Compiled templates by source, named by their source. Strict, no escaping (values are
+    /// encoded beforehand), no helpers reachable because templates with helpers never get
+    /// past [`check_elements`].
+    registry: RwLock<Handlebars<'static>>,
+}
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(|| {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
-        hb
+        Cache {
+            checked: Mutex::new(HashMap::new()),
+            registry: RwLock::new(hb),
+        }
     })
+}
+
+impl Cache {
+    fn checked(&self, raw: &str) -> Option<UrlTemplate> {
+        let checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        checked.get(raw).cloned()
+    }
+
+    fn remember(&self, raw: &str, template: &UrlTemplate) {
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        if checked.len() >= CACHE_LIMIT {
+            checked.clear();
+        }
+        checked.insert(raw.to_owned(), template.clone());
+    }
+
+    fn render(&self, source: &str, data: &impl Serialize) -> Result<String, String> {
+        {
+            let hb = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+            if hb.has_template(source) {
+                return hb.render(source, data).map_err(|e| e.to_string());
+            }
+        }
+        let compiled = Template::compile(source).map_err(|e| e.to_string())?;
+        let mut hb = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if hb.get_templates().len() >= CACHE_LIMIT {
+            hb.clear_templates();
+        }
+        hb.register_template(source, compiled);
+        hb.render(source, data).map_err(|e| e.to_string())
+    }
 }
 
 /// Rewrites ZITADEL's Go-template references `{{.Name}}` / `{{ .Name }}` to `{{Name}}`.
@@ -335,6 +395,21 @@ mod tests {
             t.render(VALUES).unwrap(),
             "HTTPS://ex.com/v?c=A%20B%26C%2F%C3%A9&u=42"
         );
+    }
+
+    #[test]
+    fn a_template_seen_before_is_known_and_a_refused_one_stays_refused() {
+        let raw = "https://cache.example/v?c={{.Code}}&u={{UserID}}";
+        let first = UrlTemplate::parse(raw, "urlTemplate").unwrap();
+        let again = UrlTemplate::parse(raw, "other").unwrap();
+        assert_eq!(first, again);
+        assert_eq!(again.render(VALUES).unwrap(), first.render(VALUES).unwrap());
+        for _ in 0..2 {
+            assert_eq!(
+                id_of("https://cache.example/{{Secret}}"),
+                ids::TEMPLATE_INVALID
+            );
+        }
     }
 
     #[test]
