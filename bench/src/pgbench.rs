@@ -13,9 +13,10 @@
 //! 2. `BEGIN`; the user row `FOR UPDATE`; the contact email row;
 //! 3. (only when the resend limits are on) the recipient's advisory lock, the last mail to
 //!    it for the purpose within the cooldown, the 10th latest mail to it within the hour;
-//! 4. update the address; supersede unsent jobs; store the new code hash;
-//! 5. `next_id()`; insert the mail job; insert the outbox row;
-//! 6. insert the event; update the user's last sequence; `COMMIT`.
+//! 4. update the address; store the new code hash;
+//! 5. `next_id()`; one statement that supersedes the older unsent jobs, inserts the mail job
+//!    and its outbox row;
+//! 6. one statement that inserts the event and updates the user's last sequence; `COMMIT`.
 //!
 //! Differences, all small: the script finds its user through a `bench_users` helper table in
 //! a sub-select of the `FOR UPDATE` statement (no extra round trip); timestamps come from
@@ -129,11 +130,6 @@ pub fn script(p: &ScriptParams) -> String {
         "UPDATE user_emails SET address = {addr}, verified = false, code_hash = NULL, \
          code_expires_at = NULL, code_failures = 0, updated_at = now() WHERE id = :e_id;"
     ));
-    // mail_job::supersede_unsent
-    line(
-        "UPDATE mail_jobs SET state = 'superseded', superseded_by = NULL, code_ciphertext = NULL, \
-         updated_at = now() WHERE email_id = :e_id AND state IN ('queued', 'retrying') AND id <> 0;",
-    );
     // code_for: the new code hash
     line(&format!(
         "UPDATE user_emails SET code_hash = '\\x{}'::bytea, code_expires_at = now() + interval '1 hour', \
@@ -142,24 +138,29 @@ pub fn script(p: &ScriptParams) -> String {
     ));
     // mail_job::enqueue
     line("SELECT next_id() AS job_id \\gset");
+    // ... with the older unsent jobs superseded and the outbox row, in one statement
     line(&format!(
-        "INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, recipient, \
-         url_template, code_ciphertext, code_expires_at, state, trace_context, created_at, updated_at) \
+        "WITH superseded AS (UPDATE mail_jobs SET state = 'superseded', superseded_by = :job_id, \
+         code_ciphertext = NULL, updated_at = now() WHERE email_id = :e_id \
+         AND state IN ('queued', 'retrying', 'sending')), \
+         job AS (INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
+         recipient, url_template, code_ciphertext, code_expires_at, state, trace_context, language, \
+         created_at, updated_at) \
          VALUES (:job_id, :u_instance_id, :u_org_id, :u_id, :e_id, 'contact_email', {addr}, {tpl}, \
-         '\\x{ct}'::bytea, now() + interval '1 hour', 'queued', {tp}, now(), now());",
+         '\\x{ct}'::bytea, now() + interval '1 hour', 'queued', {tp}, NULL, now(), now())) \
+         INSERT INTO outbox (job_id) VALUES (:job_id);",
         tpl = sql_string(&p.url_template),
         ct = hex_bytes(CIPHERTEXT_BYTES, 11),
         tp = sql_string(TRACEPARENT),
     ));
-    line("INSERT INTO outbox (job_id) VALUES (:job_id);");
-    // append_event
+    // append_event: the event and the user's last sequence in one statement
     line("\\set seq :u_last_sequence + 1");
     line(&format!(
-        "INSERT INTO user_events (user_id, sequence, instance_id, event_type, payload, created_at) \
-         VALUES (:u_id, :seq, :u_instance_id, 'user.email.changed', \
-         ('{{\"address\": \"' || {addr} || '\", \"verification\": \"send_code\"}}')::jsonb, now());"
+        "WITH event AS (INSERT INTO user_events (user_id, sequence, instance_id, event_type, \
+         payload, created_at) VALUES (:u_id, :seq, :u_instance_id, 'user.email.changed', \
+         ('{{\"address\": \"' || {addr} || '\", \"verification\": \"send_code\"}}')::jsonb, now())) \
+         UPDATE users SET last_sequence = :seq, last_changed_at = now() WHERE id = :u_id;"
     ));
-    line("UPDATE users SET last_sequence = :seq, last_changed_at = now() WHERE id = :u_id;");
     line("COMMIT;");
     s
 }
@@ -378,12 +379,12 @@ mod tests {
             "FOR UPDATE",
             "FROM user_emails",
             "UPDATE user_emails SET address",
-            "UPDATE mail_jobs SET state = 'superseded'",
             "UPDATE user_emails SET code_hash",
             "SELECT next_id()",
+            "WITH superseded AS (UPDATE mail_jobs SET state = 'superseded'",
             "INSERT INTO mail_jobs",
             "INSERT INTO outbox",
-            "INSERT INTO user_events",
+            "WITH event AS (INSERT INTO user_events",
             "UPDATE users SET last_sequence",
             "COMMIT;",
         ];

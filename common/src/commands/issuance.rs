@@ -142,7 +142,6 @@ impl Commands {
             },
             now,
         )?;
-        mail_job::supersede_unsent(conn, email.id, Some(job_id), now)?;
         Ok((None, Some(job_id)))
     }
 }

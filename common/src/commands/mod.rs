@@ -32,7 +32,7 @@ use crate::auth::{Access, Principal};
 use crate::config::CodePolicy;
 use crate::domain::CodeKeys;
 use crate::error::{Call, Error, Rejection};
-use crate::schema::{user_events, users};
+use crate::schema::users;
 use crate::tenancy::{Scope, resolve_instance, resolve_org};
 use crate::time::now_ms;
 
@@ -180,23 +180,24 @@ pub(crate) fn append_event(
     payload: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<Details, Error> {
+    use diesel::sql_types::{BigInt, Jsonb, Text, Timestamptz};
     let sequence = user.last_sequence + 1;
-    diesel::insert_into(user_events::table)
-        .values((
-            user_events::user_id.eq(user.id),
-            user_events::sequence.eq(sequence),
-            user_events::instance_id.eq(user.instance_id),
-            user_events::event_type.eq(event_type),
-            user_events::payload.eq(payload),
-            user_events::created_at.eq(now),
-        ))
-        .execute(conn)?;
-    diesel::update(users::table.find(user.id))
-        .set((
-            users::last_sequence.eq(sequence),
-            users::last_changed_at.eq(now),
-        ))
-        .execute(conn)?;
+    // The event and the user's last sequence in one statement.
+    diesel::sql_query(
+        "WITH event AS ( \
+             INSERT INTO user_events (user_id, sequence, instance_id, event_type, payload, \
+                    created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+         ) \
+         UPDATE users SET last_sequence = $2, last_changed_at = $6 WHERE id = $1",
+    )
+    .bind::<BigInt, _>(user.id)
+    .bind::<BigInt, _>(sequence)
+    .bind::<BigInt, _>(user.instance_id)
+    .bind::<Text, _>(event_type)
+    .bind::<Jsonb, _>(payload)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)?;
     Ok(Details {
         user_id: user.id,
         sequence,

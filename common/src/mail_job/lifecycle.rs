@@ -37,35 +37,46 @@ pub struct NewJob<'a> {
     pub language: Option<&'a str>,
 }
 
-/// Inserts the job `queued` (its code encrypted) and its outbox row; returns the job id.
-/// Runs in the caller's transaction.
+/// Inserts the job `queued` (its code encrypted) and its outbox row, and supersedes the
+/// address's older unsent jobs (their codes are void now); returns the job id. Two
+/// statements in the caller's transaction: the id (the code's encryption is bound to it),
+/// then the rest in one.
 pub fn enqueue(
     conn: &mut PgConnection,
     keys: &CodeKeys,
     job: NewJob<'_>,
     now: DateTime<Utc>,
 ) -> QueryResult<i64> {
+    use diesel::sql_types::{BigInt, Bytea, Nullable, Text, Timestamptz};
     let id = next_id(conn)?;
-    diesel::insert_into(mail_jobs::table)
-        .values((
-            mail_jobs::id.eq(id),
-            mail_jobs::instance_id.eq(job.instance_id),
-            mail_jobs::org_id.eq(job.org_id),
-            mail_jobs::user_id.eq(job.user_id),
-            mail_jobs::email_id.eq(job.email_id),
-            mail_jobs::purpose.eq(job.purpose),
-            mail_jobs::recipient.eq(job.recipient),
-            mail_jobs::url_template.eq(job.url_template.as_str()),
-            mail_jobs::code_ciphertext.eq(Some(keys.encrypt(id, job.code))),
-            mail_jobs::code_expires_at.eq(job.code_expires_at),
-            mail_jobs::state.eq(JobState::Queued),
-            mail_jobs::trace_context.eq(job.trace_context),
-            mail_jobs::language.eq(job.language),
-            mail_jobs::created_at.eq(now),
-            mail_jobs::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    outbox::add(conn, id)?;
+    // The UPDATE sees the table as it was before the statement, so never the new job.
+    diesel::sql_query(
+        "WITH superseded AS ( \
+             UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, \
+                    code_ciphertext = NULL, updated_at = $13 \
+              WHERE email_id = $5 AND state IN ('queued', 'retrying', 'sending') \
+         ), job AS ( \
+             INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
+                    recipient, url_template, code_ciphertext, code_expires_at, state, \
+                    trace_context, language, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) \
+         ) \
+         INSERT INTO outbox (job_id) VALUES ($1)",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<BigInt, _>(job.instance_id)
+    .bind::<BigInt, _>(job.org_id)
+    .bind::<BigInt, _>(job.user_id)
+    .bind::<BigInt, _>(job.email_id)
+    .bind::<Text, _>(job.purpose.as_str())
+    .bind::<Text, _>(job.recipient)
+    .bind::<Text, _>(job.url_template.as_str())
+    .bind::<Bytea, _>(keys.encrypt(id, job.code))
+    .bind::<Timestamptz, _>(job.code_expires_at)
+    .bind::<Nullable<Text>, _>(job.trace_context)
+    .bind::<Nullable<Text>, _>(job.language)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)?;
     Ok(id)
 }
 
