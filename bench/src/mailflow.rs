@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use harness::{Api, ReceivedMail, SmtpSink};
+use harness::{Api, ReceivedMail, SmtpSink, TestEnv};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -59,6 +59,60 @@ fn per_second(n: f64, d: Duration) -> f64 {
         0.0
     } else {
         n / d.as_secs_f64()
+    }
+}
+
+/// A backlog of mail jobs waiting in RabbitMQ for a worker (phase 2, phase 8).
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    /// One user per job, so no job supersedes another.
+    pub users: Vec<String>,
+    /// Enqueueing through the API (16 connections), and its failed requests.
+    pub enqueue_time: Duration,
+    pub enqueue_errors: u64,
+    /// From the last request to an empty outbox (every job published).
+    pub publish_wait: Duration,
+}
+
+/// With no worker running: creates `jobs` users (`bench-<tag>-<i>`), sets each one's address
+/// with `sendCode` (`<tag>drain-<i>@...`) and waits until the api has published every job.
+pub async fn enqueue_backlog(env: &TestEnv, jobs: usize, tag: &str) -> Backlog {
+    let api = env.api();
+    let users = load::create_users(&api, tag, jobs, 16).await;
+    let address_tag = if tag == "w" {
+        "drain".to_string()
+    } else {
+        format!("{tag}drain")
+    };
+    let (enqueue_time, enqueue_errors) = load::each_once(&api, &users, 16, &address_tag).await;
+    let publish_wait = wait_outbox_empty(env, Duration::from_secs(120)).await;
+    Backlog {
+        users,
+        enqueue_time,
+        enqueue_errors,
+        publish_wait,
+    }
+}
+
+/// Waits until the outbox is empty (every job published) and returns how long that took;
+/// aborts the benchmark after `timeout`.
+pub async fn wait_outbox_empty(env: &TestEnv, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let left: u64 = env
+            .psql("SELECT count(*) FROM outbox")
+            .await
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+        if left == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the outbox was not published within {timeout:?} ({left} rows left)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

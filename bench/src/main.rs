@@ -10,16 +10,23 @@
 //!    straight to a sink with the same concurrency;
 //! 3. end-to-end latency from request to mail received;
 //! 4. peak RSS of the api and worker during 1 and 2;
-//! 5. (optional) request latency with the broker unreachable.
+//! 5. (optional) request latency with the broker unreachable;
+//! 6. latency at a fixed request rate (open loop);
+//! 7. (opt-in, `--phases growth`) the load of 1 against 1,000 and 1,000,000 users with a
+//!    generated history, and the plans of every statement of a request and a delivery;
+//! 8. (opt-in, `--phases scaling`) 1, 2 and 4 worker processes draining one backlog.
 //!
 //! Not a test: `cargo test` never runs it. Use `bench/run.sh`.
 
+mod growth;
+mod growth_sql;
 mod load;
 mod mailflow;
 mod openloop;
 mod pgbench;
 mod procfs;
 mod report;
+mod scaling;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -73,10 +80,22 @@ struct Args {
     /// pgbench threads (`-j`).
     #[arg(long, default_value_t = 2)]
     pgbench_threads: usize,
+    /// Users of the big database of phase 7 (`growth`); the small one has 1,000.
+    #[arg(long, default_value_t = 1_000_000)]
+    growth_users: usize,
+    /// Jobs each round of phase 8 (`scaling`) drains.
+    #[arg(long, default_value_t = 20_000)]
+    scaling_jobs: usize,
+    /// Worker processes of each round of phase 8, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
+    scaling_workers: Vec<usize>,
     /// Phases to run, comma-separated: `api` (phase 1 with pgbench), `worker` (phases 2 and
     /// 3: the drain next to the lettre ceilings, and end-to-end latency), `outage` (phase 5),
     /// `openloop` (phase 6: a fixed request rate, latency from the intended send time).
-    /// A skipped phase reads zero in the report, which says so.
+    /// A skipped phase reads zero in the report, which says so. Not run unless named (~3 and
+    /// ~4 minutes on the 2-core VM): `growth` (phase 7: the load against 1,000 and
+    /// `--growth-users` users, and the plans of every statement), `scaling` (phase 8: 1, 2
+    /// and 4 workers draining `--scaling-jobs` jobs).
     #[arg(long, value_delimiter = ',', default_values = ["api", "worker", "outage", "openloop"])]
     phases: Vec<Phase>,
     /// Where to write the markdown report (default: print it only as a summary).
@@ -92,6 +111,8 @@ enum Phase {
     Outage,
     #[value(name = "openloop")]
     OpenLoop,
+    Growth,
+    Scaling,
 }
 
 #[tokio::main]
@@ -165,6 +186,17 @@ async fn main() {
         None
     };
 
+    let growth = if args.phases.contains(&Phase::Growth) {
+        Some(growth::run(&settings, args.growth_users).await)
+    } else {
+        None
+    };
+    let scaling = if args.phases.contains(&Phase::Scaling) && !args.scaling_workers.is_empty() {
+        Some(scaling::run(&settings, args.scaling_jobs, &args.scaling_workers).await)
+    } else {
+        None
+    };
+
     machine.load_after = procfs::load_average();
     let results = Results {
         machine,
@@ -174,6 +206,8 @@ async fn main() {
         e2e,
         outage,
         open_loop,
+        growth,
+        scaling,
         total_time: started.elapsed(),
     };
     println!("{}", results.summary());
@@ -456,27 +490,12 @@ async fn phase_worker(settings: &Settings) -> (WorkerPhase, mailflow::EndToEnd) 
     step(&format!(
         "phase 2: creating {jobs} users and enqueueing one job each"
     ));
-    let users = load::create_users(&api, "w", jobs, 16).await;
-    let (enqueue_time, enqueue_errors) = load::each_once(&api, &users, 16, "drain").await;
-    let publish_started = Instant::now();
-    let deadline = publish_started + Duration::from_secs(120);
-    loop {
-        let left: u64 = env
-            .psql("SELECT count(*) FROM outbox")
-            .await
-            .trim()
-            .parse()
-            .unwrap_or(u64::MAX);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the api did not publish the outbox within 120 s ({left} rows left)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let publish_wait = publish_started.elapsed();
+    let mailflow::Backlog {
+        users,
+        enqueue_time,
+        enqueue_errors,
+        publish_wait,
+    } = mailflow::enqueue_backlog(&env, jobs, "w").await;
     env.sink.clear();
 
     step("phase 2: starting the worker");

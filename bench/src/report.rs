@@ -132,6 +132,10 @@ pub struct Results {
     pub outage: Option<OutagePhase>,
     /// Phase 6, when it ran.
     pub open_loop: Option<crate::openloop::OpenLoopPhase>,
+    /// Phase 7 (opt-in), when it ran.
+    pub growth: Option<crate::growth::GrowthPhase>,
+    /// Phase 8 (opt-in), when it ran.
+    pub scaling: Option<crate::scaling::ScalingPhase>,
     pub total_time: Duration,
 }
 
@@ -248,6 +252,49 @@ impl Results {
                 format!("{} / {}", ms(o.broker_down.p50), ms(o.broker_down.p99)),
             ));
         }
+        if let Some(g) = &self.growth {
+            rows.push((
+                format!("API with {} / {} users", g.small.users, g.large.users),
+                format!(
+                    "{:.0} / {:.0} req/s ({}, target >= 85 %)",
+                    g.small.load.throughput(),
+                    g.large.load.throughput(),
+                    ratio(g.large.load.throughput(), g.small.load.throughput())
+                ),
+            ));
+            rows.push((
+                format!("history of {} users generated in", g.large.generated_users),
+                format!("{:.1} s", g.large.generation_time().as_secs_f64()),
+            ));
+            let seq: Vec<&str> = g
+                .seq_scan_statements()
+                .iter()
+                .map(|p| p.source.as_str())
+                .collect();
+            rows.push((
+                format!("statements with a seq scan at {} users", g.large.users),
+                if seq.is_empty() {
+                    format!("none of {}", g.plans.len())
+                } else {
+                    format!("{} of {}: {}", seq.len(), g.plans.len(), seq.join("; "))
+                },
+            ));
+        }
+        if let Some(sc) = &self.scaling {
+            for round in &sc.rounds {
+                rows.push((
+                    format!(
+                        "{} worker(s) draining {} jobs (steady)",
+                        round.workers, sc.jobs
+                    ),
+                    format!(
+                        "{:.0} mails/s (x{:.2})",
+                        round.rate.rate_steady(),
+                        sc.speedup(round)
+                    ),
+                ));
+            }
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         let rule = "-".repeat(width + 24);
@@ -268,6 +315,9 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::growth::{GenerationStep, GrowthPhase, GrowthRun, PlannedStatement};
+    use crate::growth_sql::Path;
+    use crate::scaling::{ScalingPhase, ScalingRound};
 
     fn latency(base_ms: u64, count: usize) -> Latency {
         let d = Duration::from_micros;
@@ -444,7 +494,123 @@ mod tests {
                 to_mail: latency(9, 6000),
                 mails_missing: 0,
             }),
+            growth: Some(growth_fixture()),
+            scaling: Some(scaling_fixture()),
             total_time: Duration::from_secs(245),
+        }
+    }
+
+    fn planned(source: &str, custom: &str, generic: &str) -> PlannedStatement {
+        PlannedStatement {
+            path: Path::Request,
+            source: source.into(),
+            when: "every request".into(),
+            sql: "SELECT 1 FROM t WHERE id = $1".into(),
+            custom: custom.into(),
+            generic: generic.into(),
+            error: None,
+        }
+    }
+
+    fn growth_run(users: u64, generated: usize, ok: u64) -> GrowthRun {
+        let step = |what: &str, rows: u64, ms: u64| GenerationStep {
+            what: what.into(),
+            rows,
+            time: Duration::from_millis(ms),
+        };
+        GrowthRun {
+            users,
+            load_users: 960,
+            generated_users: generated,
+            generation: vec![
+                step("INSERT INTO users", generated as u64, 9_000),
+                step("INSERT INTO user_events", 3 * generated as u64, 31_000),
+                step("CREATE INDEX (10 secondary indexes)", 0, 14_000),
+            ],
+            vacuum: Duration::from_millis(12_345),
+            load: load(ok, 20, &[]),
+            cpu: cpu(1.0),
+            table_sizes: "table|rows (estimate)|heap|indexes\nusers|1000000|80 MB|60 MB".into(),
+            load_seq_scans: (users / 100, users * 3),
+        }
+    }
+
+    /// Phase 7 with one plan of each kind: index only, a seq scan, a seq scan in the generic
+    /// plan only, and a statement that no longer runs.
+    fn growth_fixture() -> GrowthPhase {
+        let whole = "Update on mail_jobs  (cost=0.28..4.29 rows=0 width=0)\n  ->  Index Scan using \
+                     mail_jobs_email_pending on mail_jobs  (cost=0.28..4.29 rows=1 width=14)\n\
+                     Execution Time: 0.101 ms";
+        let index = "Index Scan using users_pkey on users  (cost=0.42..8.44 rows=1 width=8) \
+                     (actual time=0.01..0.01 rows=1 loops=1)\n  Index Cond: (id = '5'::bigint)\n\
+                     Planning Time: 0.100 ms\nExecution Time: 0.025 ms";
+        let seq = "Aggregate  (cost=30000.00..30000.01 rows=1 width=8)\n  ->  Seq Scan on \
+                   mail_jobs  (cost=0.00..29000.00 rows=1 width=8)\nExecution Time: 95.5 ms";
+        let generic_seq = "Limit  (cost=0.00..25000.00 rows=1 width=40)\n  ->  Seq Scan on \
+                           user_emails  (cost=0.00..25000.00 rows=1 width=40)";
+        let mut broken = planned("common/src/x.rs: gone", "", "");
+        broken.error = Some("ERROR:  column \"gone\" does not exist".into());
+        GrowthPhase {
+            small: growth_run(1000, 40, 12_000),
+            large: growth_run(1_000_000, 999_040, 10_800),
+            plans: vec![
+                planned("common/src/commands/mod.rs: load_user", index, index),
+                planned("common/src/mail_job/query.rs: last_enqueued_to", seq, seq),
+                planned(
+                    "common/src/commands/address.rs: contact_email",
+                    index,
+                    generic_seq,
+                ),
+                planned(
+                    "common/src/mail_job/lifecycle.rs: renew_leases",
+                    whole,
+                    whole,
+                ),
+                broken,
+            ],
+            small_plans: vec![planned(
+                "common/src/commands/mod.rs: load_user",
+                "Limit  (cost=0.00..1.50 rows=1 width=8)\n  ->  Seq Scan on users  \
+                 (cost=0.00..1.50 rows=1 width=8)",
+                "",
+            )],
+            shape: "-- user 1, made through the API\nusers: {\"id\":1}\n".into(),
+            server_settings: "autovacuum=off, work_mem=4096kB".into(),
+            total_time: Duration::from_secs(301),
+        }
+    }
+
+    fn scaling_round(workers: usize, first_to_last_ms: u64, busy: f64) -> ScalingRound {
+        ScalingRound {
+            workers,
+            queued_at_start: "20000".into(),
+            rate: rate(20_000, first_to_last_ms + 700, first_to_last_ms),
+            mails_total: 20_000,
+            job_states: "sent: 20000".into(),
+            cpu: CpuSnapshot {
+                machine_busy: busy,
+                ..cpu(2.0)
+            },
+            reset_time: Duration::from_millis(if workers == 1 { 0 } else { 6_500 }),
+        }
+    }
+
+    fn scaling_fixture() -> ScalingPhase {
+        ScalingPhase {
+            jobs: 20_000,
+            worker_concurrency: 32,
+            backlog: crate::mailflow::Backlog {
+                users: Vec::new(),
+                enqueue_time: Duration::from_millis(40_000),
+                enqueue_errors: 0,
+                publish_wait: Duration::from_millis(300),
+            },
+            rounds: vec![
+                scaling_round(1, 40_000, 78.0),
+                scaling_round(2, 36_000, 79.0),
+                scaling_round(4, 38_000, 79.5),
+            ],
+            total_time: Duration::from_secs(250),
         }
     }
 
@@ -479,6 +645,15 @@ mod tests {
         if let Some(outage) = &mut variant.outage {
             outage.recovered_after = None;
         }
+        if let Some(growth) = &mut variant.growth {
+            growth.plans.truncate(1);
+            growth.large.load = load(9_000, 20, &[]);
+        }
+        if let Some(scaling) = &mut variant.scaling {
+            for round in &mut scaling.rounds {
+                round.cpu.machine_busy = 20.0;
+            }
+        }
         assert_golden("report_variant.md", &variant.markdown());
         assert_golden("report_empty.md", &Results::default().markdown());
         assert_golden("summary_full.txt", &fixture().summary());
@@ -492,5 +667,7 @@ mod tests {
         assert!(md.contains("## Summary"));
         assert!(md.contains("## 3. End-to-end latency"));
         assert!(!md.contains("## 5."));
+        assert!(!md.contains("## 7."));
+        assert!(!md.contains("## 8."));
     }
 }

@@ -25,6 +25,8 @@ pub(super) fn render(r: &Results) -> String {
     end_to_end(&mut md, r);
     broker_outage(&mut md, r);
     open_loop(&mut md, r);
+    growth(&mut md, r);
+    scaling(&mut md, r);
     appendix(&mut md, &r.api);
     md.finish()
 }
@@ -54,6 +56,7 @@ fn summary(md: &mut Markdown, r: &Results) {
     api_summary(&mut t, r);
     worker_summary(&mut t, r);
     latency_and_memory_summary(&mut t, r);
+    growth_and_scaling_summary(&mut t, r);
     md.table(t);
 }
 
@@ -179,6 +182,60 @@ fn latency_and_memory_summary(t: &mut Table, r: &Results) {
             p50_p99(&out.broker_down),
             format!("broker up: {}", p50_p99(&out.broker_up)),
         ]);
+    }
+}
+
+/// The opt-in phases: throughput as the data grows, the plans, and workers added.
+fn growth_and_scaling_summary(t: &mut Table, r: &Results) {
+    if let Some(g) = &r.growth {
+        t.row([
+            format!(
+                "API (phase 1's load) with {} users, against {} users",
+                g.large.users, g.small.users
+            ),
+            per_second(g.large.load.throughput(), "req/s"),
+            format!(
+                "{:.0} req/s with {} users; target: drop <= 15 %",
+                g.small.load.throughput(),
+                g.small.users
+            ),
+            bold(ratio(g.large.load.throughput(), g.small.load.throughput())),
+        ]);
+        let seq = g.seq_scan_statements();
+        t.row([
+            format!(
+                "statements of a request and a delivery with a `Seq Scan` on a growing table at {} users",
+                g.large.users
+            ),
+            if seq.is_empty() {
+                format!("none of {}", g.plans.len())
+            } else {
+                let names: Vec<&str> = seq.iter().map(|p| p.source.as_str()).collect();
+                format!("**{} of {}**: {}", seq.len(), g.plans.len(), names.join("; "))
+            },
+            "target: every query an index scan".into(),
+        ]);
+        t.row([
+            format!(
+                "generating the history of {} users (inserts, VACUUM ANALYZE, CHECKPOINT)",
+                g.large.generated_users
+            ),
+            secs(g.large.generation_time()),
+        ]);
+    }
+    if let Some(sc) = &r.scaling {
+        let base = sc.rounds.first().map_or(0.0, |b| b.rate.rate_steady());
+        for round in &sc.rounds {
+            t.row([
+                format!(
+                    "{} worker process(es) draining {} jobs (steady)",
+                    round.workers, sc.jobs
+                ),
+                per_second(round.rate.rate_steady(), "mails/s"),
+                format!("1 worker: {base:.0} mails/s"),
+                format!("x{:.2}", sc.speedup(round)),
+            ]);
+        }
     }
 }
 
@@ -692,6 +749,349 @@ fn open_loop(md: &mut Markdown, r: &Results) {
     latency_row(&mut t, "request to mail received", &ol.to_mail);
     latency_row(&mut t, "schedule lag of the load generator", &ol.start_lag);
     md.table(t);
+}
+
+/// Phase 7, when it ran: the same load against 1,000 and against many users, and the plans
+/// of every statement at the larger size.
+fn growth(md: &mut Markdown, r: &Results) {
+    let Some(g) = &r.growth else {
+        return;
+    };
+    let s = &r.settings;
+    md.para(format!(
+        "## 7. Data growth: {} users against {}",
+        g.small.users, g.large.users
+    ));
+    md.para(format!(
+        "Phase 1's load (`sendCode` with a URL template, a new address per request, {} \
+         connections in closed loops, {} of warm-up then {} measured, the worker delivering \
+         meanwhile) in two fresh environments: one whose database holds {} users, one with \
+         {}. In each, the load's {} users are created through the API ({} per connection, so \
+         the small database stays at its size) and the other users get a generated history \
+         of the shape the service writes: per user the events of a create, a set email with \
+         `sendCode` and a verification (`user.created`, `user.email.changed`, \
+         `user.email.verified`), a verified contact email, one `sent` mail job and its \
+         `sent` attempt, all in the bootstrap instance and organization, spread over the \
+         past year. One `INSERT ... SELECT generate_series(...)` per table (foreign-key \
+         triggers off, the rows agree by construction; the secondary indexes dropped \
+         meanwhile and rebuilt from their definitions afterwards, so they are denser than \
+         indexes grown row by row), then `VACUUM ANALYZE` and `CHECKPOINT` before the load. The phase took {}.",
+        s.connections,
+        secs(g.small.load.warmup),
+        secs(g.small.load.window),
+        g.small.users,
+        g.large.users,
+        g.large.load_users,
+        g.large.load_users / s.connections.max(1),
+        secs(g.total_time)
+    ));
+    let mut t = Table::new(&[
+        "database",
+        "users",
+        "generated",
+        "req/s",
+        "p50",
+        "p90",
+        "p99",
+        "errors",
+        "machine busy",
+        "seq scans of growing tables during the load (rows read)",
+    ]);
+    for (name, run) in [("small", &g.small), ("large", &g.large)] {
+        t.row([
+            name.to_string(),
+            run.users.to_string(),
+            run.generated_users.to_string(),
+            format!("{:.0}", run.load.throughput()),
+            ms(run.load.latency.p50),
+            ms(run.load.latency.p90),
+            ms(run.load.latency.p99),
+            run.load.error_count().to_string(),
+            ratio(run.cpu.machine_busy, run.cpu.machine_total),
+            format!("{} ({})", run.load_seq_scans.0, run.load_seq_scans.1),
+        ]);
+    }
+    md.table(t);
+    let kept = g.ratio();
+    md.para(format!(
+        "Throughput with {} users is **{}** of that with {} (a drop of {:.1} %; target: at \
+         most 15 %): {}.",
+        g.large.users,
+        ratio(g.large.load.throughput(), g.small.load.throughput()),
+        g.small.users,
+        100.0 * (1.0 - kept),
+        if kept >= 0.85 { "met" } else { "**not met**" }
+    ));
+    growth_generation(md, g);
+    growth_plans(md, g);
+}
+
+/// Phase 7: how the history was generated and what the big database holds.
+fn growth_generation(md: &mut Markdown, g: &crate::growth::GrowthPhase) {
+    md.para(format!(
+        "Generating the history of {} users ({} rows):",
+        g.large.generated_users,
+        g.large.generated_rows()
+    ));
+    let mut t = Table::new(&["step", "rows", "time", "rows/s"]);
+    for step in &g.large.generation {
+        t.row([
+            format!("`{}`", step.what),
+            step.rows.to_string(),
+            secs(step.time),
+            if step.rows > 0 {
+                format!(
+                    "{:.0}",
+                    step.rows as f64 / step.time.as_secs_f64().max(1e-9)
+                )
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    t.row([
+        "`VACUUM ANALYZE`, `CHECKPOINT`".to_string(),
+        String::new(),
+        secs(g.large.vacuum),
+    ]);
+    t.row([
+        "**total**".to_string(),
+        g.large.generated_rows().to_string(),
+        bold(secs(g.large.generation_time())),
+    ]);
+    md.table(t);
+    md.para("The growing tables of the large database after the load:");
+    md.code(&g.large.table_sizes);
+}
+
+/// Phase 7: every statement's plan at the larger size, then each plan in full.
+fn growth_plans(md: &mut Markdown, g: &crate::growth::GrowthPhase) {
+    md.para(format!("### Plans at {} users", g.large.users));
+    md.para(
+        "Every SQL statement of the request, of a delivery and of the processes' timers, as \
+         the source sends it (transcribed in `bench/src/growth_sql.rs`; `pg_stat_statements` \
+         is not loaded on this server), prepared with its `$n` parameters and explained with \
+         values from the generated data (the middle user, its address, its sent job), the api \
+         and worker stopped. *Custom plan*: `EXPLAIN (ANALYZE, BUFFERS)` with the values \
+         known to the planner, in a transaction rolled back (what PostgreSQL runs for \
+         Diesel's prepared statements while it re-plans per execution). *Generic plan*: \
+         `EXPLAIN` with `plan_cache_mode = force_generic_plan` (what it would run if it cached \
+         one plan for all values; it only does when that plan's estimate is no worse). A \
+         growing table is one of users, user_emails, user_events, mail_jobs, mail_attempts. \
+         An index scan without an `Index Cond` reads its whole index (for a partial index, \
+         every row it covers).",
+    );
+    md.para(format!("Server settings: {}.", g.server_settings));
+    let mut t = Table::new(&[
+        "#",
+        "path",
+        "source",
+        "runs",
+        "top node",
+        "scans (custom plan)",
+        "seq scan on a growing table",
+        "index scans reading the whole index",
+        "rows filtered out",
+        "generic plan",
+        "time",
+    ]);
+    for (i, p) in g.plans.iter().enumerate() {
+        let seq = p.seq_scans();
+        let generic = p.generic_seq_scans();
+        let time = p
+            .execution_ms()
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.3} ms"));
+        if let Some(e) = &p.error {
+            t.row([
+                (i + 1).to_string(),
+                p.path.name().to_string(),
+                format!("`{}`", p.source),
+                p.when.clone(),
+                format!("**error**: {}", e.lines().next().unwrap_or("")),
+            ]);
+            continue;
+        }
+        t.row([
+            (i + 1).to_string(),
+            p.path.name().to_string(),
+            format!("`{}`", p.source),
+            p.when.clone(),
+            p.top_node(),
+            p.scans().join("; "),
+            if seq.is_empty() {
+                "no".to_string()
+            } else {
+                format!("**yes: {}**", seq.join(", "))
+            },
+            p.unconditioned_index_scans().join("; "),
+            p.rows_removed().to_string(),
+            if generic.is_empty() {
+                "no seq scan".to_string()
+            } else {
+                format!("seq scan on {}", generic.join(", "))
+            },
+            time,
+        ]);
+    }
+    md.table(t);
+    let seq = g.seq_scan_statements();
+    if seq.is_empty() {
+        md.line(format!(
+            "- **No custom plan scans a growing table sequentially** ({} statements): every \
+             lookup of the request and the delivery is an index scan.",
+            g.plans.len()
+        ));
+    } else {
+        for p in &seq {
+            md.line(format!(
+                "- **`{}` scans {} sequentially** ({}): it gets slower with every user.",
+                p.source,
+                p.seq_scans().join(", "),
+                p.when
+            ));
+        }
+    }
+    for p in g.generic_only_seq_scan_statements() {
+        md.line(format!(
+            "- `{}`: only its generic plan scans {} (the partial index it uses needs the \
+             parameter's value to apply), so it relies on PostgreSQL re-planning it for each \
+             execution, which it does as long as the generic plan's estimate is the dearer one.",
+            p.source,
+            p.generic_seq_scans().join(", ")
+        ));
+    }
+    for (small, large) in g.small_plans.iter().zip(&g.plans) {
+        if small.source == large.source && small.error.is_none() && small.scans() != large.scans() {
+            md.line(format!(
+                "- `{}` is planned differently at {} users (after its load): {}{}.",
+                small.source,
+                g.small.users,
+                small.scans().join("; "),
+                if small.seq_scans().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (**seq scan on {}**)", small.seq_scans().join(", "))
+                }
+            ));
+        }
+    }
+    for p in g.failed_statements() {
+        md.line(format!(
+            "- `{}` could not be explained: {}",
+            p.source,
+            p.error
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+        ));
+    }
+    md.end_block();
+    for (i, p) in g.plans.iter().enumerate() {
+        md.para(format!(
+            "#### {}. `{}` ({}, {})",
+            i + 1,
+            p.source,
+            p.path.name(),
+            p.when
+        ));
+        md.sql(&format!("{}\n", p.sql));
+        if let Some(e) = &p.error {
+            md.code(e);
+            continue;
+        }
+        md.para("Custom plan:");
+        md.code(&p.custom);
+        md.para("Generic plan:");
+        md.code(&p.generic);
+    }
+    md.para("### Shape check: a user made through the API next to a generated one");
+    md.code(&g.shape);
+}
+
+/// Phase 8, when it ran: more worker processes on one backlog.
+fn scaling(md: &mut Markdown, r: &Results) {
+    let Some(sc) = &r.scaling else {
+        return;
+    };
+    let s = &r.settings;
+    md.para("## 8. Worker scaling");
+    md.para(format!(
+        "Phase 2's backlog, {} jobs ({} users, one job each; enqueued through the API in {} \
+         with 16 connections, {} errors; published in {}), drained into the sink by 1, 2, ... \
+         `worker run` processes started at once, each with `WORKER_CONCURRENCY={}` and \
+         `DATABASE_POOL_SIZE={}`. Between rounds the same jobs are reset (back to `queued` with \
+         their encrypted codes, attempts deleted, `VACUUM ANALYZE`, republished by the api's \
+         outbox relay) and the round's workers stopped with SIGTERM. The phase took {}.",
+        sc.jobs,
+        sc.jobs,
+        secs(sc.backlog.enqueue_time),
+        sc.backlog.enqueue_errors,
+        secs(sc.backlog.publish_wait),
+        sc.worker_concurrency,
+        s.pool_size,
+        secs(sc.total_time)
+    ));
+    let mut t = Table::new(&[
+        "workers",
+        "queued at start",
+        "mails",
+        "spawn to last mail",
+        "first to last mail",
+        "mails/s (from spawn)",
+        "mails/s (steady)",
+        "speed-up vs 1 (steady)",
+        "machine busy",
+        "CPU per mail: workers / PostgreSQL / RabbitMQ",
+    ]);
+    for round in &sc.rounds {
+        let n = round.rate.count.max(1) as f64;
+        t.row([
+            round.workers.to_string(),
+            round.queued_at_start.clone(),
+            round.rate.count.to_string(),
+            secs(round.rate.from_start),
+            secs(round.rate.first_to_last),
+            format!("{:.0}", round.rate.rate_from_start()),
+            format!("{:.0}", round.rate.rate_steady()),
+            bold(format!("x{:.2}", sc.speedup(round))),
+            ratio(round.cpu.machine_busy, round.cpu.machine_total),
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                1000.0 * round.cpu.worker / n,
+                1000.0 * round.cpu.postgres / n,
+                1000.0 * round.cpu.rabbitmq / n
+            ),
+        ]);
+    }
+    md.table(t);
+    for round in &sc.rounds {
+        md.line(format!(
+            "- {} worker(s): {} mails at the sink (expected {}); jobs afterwards: {}; reset \
+             and republish before the round: {}.",
+            round.workers,
+            round.mails_total,
+            sc.jobs,
+            round.job_states,
+            secs(round.reset_time)
+        ));
+    }
+    if let Some(first) = sc.rounds.first()
+        && first.cpu.machine_total > 0.0
+        && first.cpu.machine_busy / first.cpu.machine_total >= 0.9
+    {
+        md.line(format!(
+            "- One worker already keeps the machine {} busy ({} cores, shared with \
+             PostgreSQL, RabbitMQ and the sink): more processes add no cores, so on this box \
+             a speed-up can only come from less waiting per mail, not from more CPU; the \
+             figures show what the service allows (several workers on one queue, each job \
+             mailed once), not how the worker would scale on machines of its own.",
+            ratio(first.cpu.machine_busy, first.cpu.machine_total),
+            r.machine.nproc
+        ));
+    }
+    md.end_block();
 }
 
 /// The raw material: table statistics, query plans, the pgbench script and output.
