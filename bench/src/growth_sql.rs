@@ -357,9 +357,9 @@ fn delivery(s: &Sample) -> Vec<Statement> {
     use Path::Delivery as D;
     let returning = format!(
         "UPDATE mail_jobs SET state = $1, lease_until = $2, updated_at = $3 WHERE id = $4 \
-         AND (((state = $5 OR (state = $6 AND next_attempt_at <= $7)) \
+         AND CASE WHEN (((state = $5 OR (state = $6 AND next_attempt_at <= $7)) \
          OR (state = $8 AND next_attempt_at IS NULL)) OR (state = $9 AND lease_until < $10)) \
-         RETURNING {MAIL_JOB_COLUMNS}"
+         THEN $11 ELSE $12 END RETURNING {MAIL_JOB_COLUMNS}"
     );
     vec![
         st(
@@ -396,6 +396,8 @@ fn delivery(s: &Sample) -> Vec<Statement> {
                 ("text", lit("retrying")),
                 ("text", lit("sending")),
                 ("timestamptz", NOW.into()),
+                ("boolean", "true".into()),
+                ("boolean", "false".into()),
             ],
         ),
         st(
@@ -458,7 +460,8 @@ fn delivery(s: &Sample) -> Vec<Statement> {
             "common/src/mail_job/lifecycle.rs: finish (mark_retrying, mark_failed, mark_expired)",
             "a delivery without the mail",
             "UPDATE mail_jobs SET state = $1, last_error = $2, next_attempt_at = $3, \
-             lease_until = $4, updated_at = $5 WHERE id = $6 AND state = $7",
+             lease_until = $4, updated_at = $5 WHERE id = $6 \
+             AND CASE WHEN state = $7 THEN $8 ELSE $9 END",
             vec![
                 ("text", lit("retrying")),
                 ("text", lit("421 try again later")),
@@ -467,6 +470,8 @@ fn delivery(s: &Sample) -> Vec<Statement> {
                 ("timestamptz", NOW.into()),
                 ("bigint", int(s.job_id)),
                 ("text", lit("sending")),
+                ("boolean", "true".into()),
+                ("boolean", "false".into()),
             ],
         ),
         st(
@@ -498,11 +503,14 @@ fn background(s: &Sample) -> Vec<Statement> {
             B,
             "common/src/mail_job/lifecycle.rs: renew_leases (worker/src/lease.rs)",
             "every 10 s in each worker while it sends",
-            "UPDATE mail_jobs SET lease_until = $1 WHERE id = ANY($2) AND state = $3",
+            "UPDATE mail_jobs SET lease_until = $1 WHERE id = ANY($2) \
+             AND CASE WHEN state = $3 THEN $4 ELSE $5 END",
             vec![
                 ("timestamptz", "now() + interval '30 seconds'".into()),
                 ("bigint[]", lit(&format!("{{{}}}", s.job_id))),
                 ("text", lit("sending")),
+                ("boolean", "true".into()),
+                ("boolean", "false".into()),
             ],
         ),
         st(
