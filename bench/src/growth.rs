@@ -469,13 +469,18 @@ async fn generate(env: &TestEnv, count: usize) -> (Vec<GenerationStep>, Duration
     (steps, started.elapsed())
 }
 
-/// `(name, definition)` of the indexes of the growing tables that back no constraint.
-async fn secondary_indexes(env: &TestEnv) -> Vec<(String, String)> {
-    let list = GROWING_TABLES
+/// The growing tables as an SQL list of literals, for `IN (...)`.
+fn growing_tables_sql_list() -> String {
+    GROWING_TABLES
         .iter()
         .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// `(name, definition)` of the indexes of the growing tables that back no constraint.
+async fn secondary_indexes(env: &TestEnv) -> Vec<(String, String)> {
+    let list = growing_tables_sql_list();
     let rows = psql(
         env,
         &[&format!(
@@ -589,11 +594,7 @@ fn generation_sql(
 
 /// `seq_scan` and `seq_tup_read` of the growing tables, summed.
 async fn seq_scan_counters(env: &TestEnv) -> (u64, u64) {
-    let list = GROWING_TABLES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = growing_tables_sql_list();
     let row = psql(
         env,
         &[&format!(
@@ -609,11 +610,7 @@ async fn seq_scan_counters(env: &TestEnv) -> (u64, u64) {
 
 /// Row counts and sizes of the growing tables.
 async fn table_sizes(env: &TestEnv) -> String {
-    let list = GROWING_TABLES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = growing_tables_sql_list();
     let rows = psql(
         env,
         &[&format!(

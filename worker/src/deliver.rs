@@ -232,18 +232,11 @@ impl Deliverer {
         wait: Duration,
         why: &str,
     ) -> Result<Outcome, Error> {
-        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-        let id = job.id;
-        let why = why.to_owned();
-        let held = db::run(&self.pool, move |c| {
-            Ok(mail_job::mark_retrying(c, id, next, &why, false)?)
+        Ok(if self.retry_in(job, wait, why, false).await? {
+            Outcome::Parked
+        } else {
+            Outcome::Skipped
         })
-        .await?;
-        if held == 0 {
-            return Ok(Outcome::Skipped);
-        }
-        self.park(job, wait).await?;
-        Ok(Outcome::Parked)
     }
 
     /// An instance's settings that cannot be used (a secret no key decrypts, a provider that
@@ -382,18 +375,9 @@ impl Deliverer {
         count: bool,
     ) -> Result<Outcome, Error> {
         let delay = self.retry.delay_after(failed);
-        let next =
-            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
-        let id = job.id;
-        let reply = reply.to_owned();
-        let held = db::run(&self.pool, move |c| {
-            Ok(mail_job::mark_retrying(c, id, next, &reply, count)?)
-        })
-        .await?;
-        if held == 0 {
+        if !self.retry_in(job, delay, reply, count).await? {
             return Ok(Outcome::Skipped);
         }
-        self.park(job, delay).await?;
         self.metrics
             .retries
             .get_or_create(&TierLabels {
@@ -405,6 +389,31 @@ impl Deliverer {
             "delivery will be retried"
         );
         Ok(Outcome::Parked)
+    }
+
+    /// A job this delivery holds becomes `retrying` in `delay` (`count`: a delivery of its
+    /// budget spent) and its message waits in the matching delay tier; false when the job is
+    /// no longer held (nothing parked).
+    async fn retry_in(
+        &self,
+        job: &MailJob,
+        delay: Duration,
+        reply: &str,
+        count: bool,
+    ) -> Result<bool, Error> {
+        let next =
+            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
+        let id = job.id;
+        let reply = reply.to_owned();
+        let held = db::run(&self.pool, move |c| {
+            Ok(mail_job::mark_retrying(c, id, next, &reply, count)?)
+        })
+        .await?;
+        if held == 0 {
+            return Ok(false);
+        }
+        self.park(job, delay).await?;
+        Ok(true)
     }
 
     /// Counts one attempt, overall and by provider kind.
