@@ -108,6 +108,12 @@ fn st(
     }
 }
 
+/// A `bigint[]` literal.
+fn ids(v: &[i64]) -> String {
+    let list: Vec<String> = v.iter().map(|i| i.to_string()).collect();
+    lit(&format!("{{{}}}", list.join(",")))
+}
+
 fn int(v: i64) -> String {
     v.to_string()
 }
@@ -290,17 +296,7 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/mail_job/lifecycle.rs: enqueue",
             "every request (supersedes the older unsent jobs, inserts the job and its outbox row)",
-            "WITH superseded AS ( \
-                 UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, \
-                        code_ciphertext = NULL, updated_at = $13 \
-                  WHERE email_id = $5 AND state IN ('queued', 'retrying', 'sending') \
-             ), job AS ( \
-                 INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
-                        recipient, url_template, code_ciphertext, code_expires_at, state, \
-                        trace_context, language, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) \
-             ) \
-             INSERT INTO outbox (job_id) VALUES ($1)",
+            common::mail_job::ENQUEUE_SQL,
             vec![
                 ("bigint", int(s.new_job_id)),
                 ("bigint", int(s.instance_id)),
@@ -321,12 +317,7 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/commands/mod.rs: append_event",
             "every request (the event and the user's last sequence)",
-            "WITH event AS ( \
-                 INSERT INTO user_events (user_id, sequence, instance_id, event_type, payload, \
-                        created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-             ) \
-             UPDATE users SET last_sequence = $2, last_changed_at = $6 WHERE id = $1",
+            common::commands::APPEND_EVENT_SQL,
             vec![
                 ("bigint", int(s.user_id)),
                 ("bigint", int(s.last_sequence + 1)),
@@ -346,7 +337,7 @@ fn request(s: &Sample) -> Vec<Statement> {
             "common/src/outbox.rs: remove (publish_and_forget)",
             "after commit, per publish batch (up to 256 jobs)",
             "DELETE FROM outbox WHERE job_id = ANY($1)",
-            vec![("bigint[]", lit(&format!("{{{}}}", s.new_job_id)))],
+            vec![("bigint[]", ids(&[s.new_job_id]))],
         ),
     ]
 }
@@ -356,7 +347,7 @@ fn request(s: &Sample) -> Vec<Statement> {
 fn delivery(s: &Sample) -> Vec<Statement> {
     use Path::Delivery as D;
     let returning = format!(
-        "UPDATE mail_jobs SET state = $1, lease_until = $2, updated_at = $3 WHERE id = $4 \
+        "UPDATE mail_jobs SET state = $1, lease_until = $2, updated_at = $3 WHERE id = ANY($4) \
          AND CASE WHEN (((state = $5 OR (state = $6 AND next_attempt_at <= $7)) \
          OR (state = $8 AND next_attempt_at IS NULL)) OR (state = $9 AND lease_until < $10)) \
          THEN $11 ELSE $12 END RETURNING {MAIL_JOB_COLUMNS}"
@@ -364,9 +355,9 @@ fn delivery(s: &Sample) -> Vec<Statement> {
     vec![
         st(
             D,
-            "common/src/mail_settings.rs: for_job",
-            "every delivery (the settings that apply: the job's instance settings and org branding)",
-            "SELECT instance_mail_settings.instance_id, instance_mail_settings.mail_from, \
+            "common/src/mail_settings.rs: for_jobs (worker/src/deliver.rs: take)",
+            "every delivery, batched (one statement for the deliveries that start together; the settings that apply: the job's instance settings and org branding)",
+            "SELECT mail_jobs.id, instance_mail_settings.instance_id, instance_mail_settings.mail_from, \
              instance_mail_settings.reply_to, instance_mail_settings.default_language, \
              instance_mail_settings.url_template, instance_mail_settings.otp_email_url_template, \
              instance_mail_settings.provider_kind, instance_mail_settings.provider_url, \
@@ -377,19 +368,19 @@ fn delivery(s: &Sample) -> Vec<Statement> {
                ON instance_mail_settings.instance_id = mail_jobs.instance_id \
              LEFT OUTER JOIN organization_branding \
                ON organization_branding.org_id = mail_jobs.org_id \
-             WHERE mail_jobs.id = $1 LIMIT $2",
-            vec![("bigint", int(s.job_id)), ("bigint", int(1))],
+             WHERE mail_jobs.id = ANY($1)",
+            vec![("bigint[]", ids(&[s.job_id]))],
         ),
         st(
             D,
             "common/src/mail_job/lifecycle.rs: claim",
-            "every delivery (same trip as for_job)",
+            "every delivery, batched (same transaction as for_jobs)",
             &returning,
             vec![
                 ("text", lit("sending")),
                 ("timestamptz", "now() + interval '30 seconds'".into()),
                 ("timestamptz", NOW.into()),
-                ("bigint", int(s.job_id)),
+                ("bigint[]", ids(&[s.job_id])),
                 ("text", lit("queued")),
                 ("text", lit("retrying")),
                 ("timestamptz", "now() + interval '1 second'".into()),
@@ -403,33 +394,20 @@ fn delivery(s: &Sample) -> Vec<Statement> {
         st(
             D,
             "common/src/mail_job/query.rs: load",
-            "only when the claim did not take the job (to say why)",
-            &format!("SELECT {MAIL_JOB_COLUMNS} FROM mail_jobs WHERE id = $1 LIMIT $2"),
-            vec![("bigint", int(s.job_id)), ("bigint", int(1))],
+            "only for the jobs the claim did not take (to say why), batched",
+            &format!("SELECT {MAIL_JOB_COLUMNS} FROM mail_jobs WHERE id = ANY($1)"),
+            vec![("bigint[]", ids(&[s.job_id]))],
         ),
         st(
             D,
             "common/src/mail_job/lifecycle.rs: record_sent",
-            "every mail sent (the attempt, its count and `sent` in one statement)",
-            "WITH attempt AS ( \
-                 INSERT INTO mail_attempts (job_id, at, outcome, smtp_reply, duration_ms) \
-                 VALUES ($1, $2, 'sent', $3, $4) \
-             ), moved AS ( \
-                 UPDATE mail_jobs SET state = 'sent', attempts = attempts + 1, last_error = NULL, \
-                        next_attempt_at = NULL, lease_until = NULL, code_ciphertext = NULL, \
-                        sent_at = $5, updated_at = $5 \
-                  WHERE id = $1 AND state IN ('sending', 'superseded', 'cancelled') \
-                 RETURNING id \
-             ), counted AS ( \
-                 UPDATE mail_jobs SET attempts = attempts + 1 \
-                  WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM moved) \
-             ) \
-             SELECT EXISTS (SELECT 1 FROM moved) AS moved",
+            "every mail sent, batched (the attempts, their counts and `sent` of the mails accepted together, in one statement)",
+            common::mail_job::RECORD_SENT_SQL,
             vec![
-                ("bigint", int(s.job_id)),
-                ("timestamptz", NOW.into()),
-                ("text", lit("250 2.0.0 OK queued")),
-                ("integer", int(2)),
+                ("bigint[]", ids(&[s.job_id])),
+                ("timestamptz[]", format!("ARRAY[{NOW}]")),
+                ("text[]", "ARRAY['250 2.0.0 OK queued']".into()),
+                ("integer[]", "ARRAY[2]".into()),
                 ("timestamptz", NOW.into()),
             ],
         ),
@@ -507,7 +485,7 @@ fn background(s: &Sample) -> Vec<Statement> {
              AND CASE WHEN state = $3 THEN $4 ELSE $5 END",
             vec![
                 ("timestamptz", "now() + interval '30 seconds'".into()),
-                ("bigint[]", lit(&format!("{{{}}}", s.job_id))),
+                ("bigint[]", ids(&[s.job_id])),
                 ("text", lit("sending")),
                 ("boolean", "true".into()),
                 ("boolean", "false".into()),

@@ -468,26 +468,36 @@ pub struct JobMail {
     pub org_branding: Branding,
 }
 
-/// [`JobMail`] of job `job_id`; `None` when there is no such job.
-pub fn for_job(
+/// [`JobMail`] of each of the jobs `job_ids` that exists, with its job id, in one statement
+/// (the worker reads them for a batch of deliveries at once).
+pub fn for_jobs(
     conn: &mut PgConnection,
     keys: &CodeKeys,
-    job_id: i64,
-) -> Result<Option<JobMail>, Error> {
-    let found: Option<(Option<Row>, Option<serde_json::Value>)> = mail_jobs::table
+    job_ids: &[i64],
+) -> Result<Vec<(i64, JobMail)>, Error> {
+    let found: Vec<(i64, Option<Row>, Option<serde_json::Value>)> = mail_jobs::table
         .left_join(ims::table.on(ims::instance_id.eq(mail_jobs::instance_id)))
         .left_join(ob::table.on(ob::org_id.eq(mail_jobs::org_id)))
-        .filter(mail_jobs::id.eq(job_id))
-        .select((Option::<Row>::as_select(), ob::branding.nullable()))
-        .first(conn)
-        .optional()?;
-    Ok(found.map(|(row, branding)| JobMail {
-        settings: row
-            .map(|row| decrypt(keys, row))
-            .transpose()
-            .map_err(|e| e.to_string()),
-        org_branding: Branding::from_stored(branding),
-    }))
+        .filter(mail_jobs::id.eq_any(job_ids))
+        .select((
+            mail_jobs::id,
+            Option::<Row>::as_select(),
+            ob::branding.nullable(),
+        ))
+        .load(conn)?;
+    Ok(found
+        .into_iter()
+        .map(|(id, row, branding)| {
+            let applying = JobMail {
+                settings: row
+                    .map(|row| decrypt(keys, row))
+                    .transpose()
+                    .map_err(|e| e.to_string()),
+                org_branding: Branding::from_stored(branding),
+            };
+            (id, applying)
+        })
+        .collect())
 }
 
 /// A stored row with its secret decrypted.

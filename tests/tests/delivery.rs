@@ -736,3 +736,47 @@ async fn a_deleted_users_pending_mails_are_cancelled_and_not_sent() {
     assert_eq!(skip_lines(&lines), expected, "{}", out.stdout);
     env.sink.assert_count_stays(1, Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn copies_of_one_jobs_message_arriving_together_send_one_mail() {
+    // The worker claims the jobs of the messages that arrive together in one statement: copies
+    // of one job's message in the same batch must still send it once.
+    const N: usize = 4;
+    const COPIES: usize = 6;
+    let mut env = TestEnv::builder().without_worker().start().await;
+    let api = env.api();
+    let users = users_with_mail(&api, "copies", N).await;
+    let addresses: Vec<String> = users.iter().map(|(_, a)| a.clone()).collect();
+    let mut ids = Vec::new();
+    for (user, _) in &users {
+        let job = only_job_of(&env, user).await;
+        ids.push(id_of(&job).parse::<i64>().expect("numeric job id"));
+    }
+    // Extra copies of every job's message, queued behind the originals.
+    let publisher = common::amqp::Publisher::new(env.amqp_url(), "copies-test");
+    let copies: Vec<common::amqp::Outgoing> = (0..COPIES)
+        .flat_map(|_| ids.iter().map(|id| common::amqp::Outgoing::new(*id, None)))
+        .collect();
+    let confirmed = publisher
+        .publish(&copies, common::amqp::Route::Send)
+        .await
+        .expect("publish the copies");
+    assert_eq!(confirmed.len(), copies.len(), "every copy confirmed");
+
+    let worker = env.add_worker();
+    env.spawn_process(worker);
+    env.wait_ready(worker).await;
+
+    wait_all_recipients(&env, &addresses, WAIT).await;
+    wait_jobs_in_state(&env, "sent", N, WAIT).await;
+    env.sink.assert_count_stays(N, Duration::from_secs(2)).await;
+    for address in &addresses {
+        assert_eq!(env.sink.messages_to(address).len(), 1, "mails to {address}");
+    }
+    for (user, _) in &users {
+        let job = only_job_of(&env, user).await;
+        let shown = show(&env, &id_of(&job)).await;
+        assert_eq!(shown["state"], "sent", "{shown:#}");
+        assert_eq!(shown["attempts"], 1, "one attempt recorded: {shown:#}");
+    }
+}

@@ -2,6 +2,7 @@
 //! record, and either finish the job or park it in a delay tier. Returns what to do with
 //! the message; the consumer loop acks or hands it back.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,10 @@ use common::mail_job::{self, AttemptOutcome, JobState, MailJob};
 use common::mail_settings::{self, InstanceMail};
 use common::metrics::{Metrics, OutcomeLabels, ProviderLabels, TierLabels};
 use common::trace::TraceParent;
+use diesel::{Connection, PgConnection};
 use tracing::Instrument;
+
+use crate::batch::Batcher;
 
 use crate::lease::{LEASE, Leases};
 use crate::mail::{MailInput, MailLanguage, MailRenderer, RenderedMail, Sender};
@@ -41,6 +45,22 @@ pub struct Deliverer {
     pub smtp_health: Arc<SmtpHealth>,
     /// The jobs being sent here, whose leases are kept alive.
     pub leases: Arc<Leases>,
+    /// The database work of the deliveries in flight (claims, records of sent mails),
+    /// batched.
+    pub desk: Batcher<Ask, Answer>,
+}
+
+/// Database work a delivery asks for.
+pub enum Ask {
+    /// The first trip: the settings that apply and the claim.
+    Take(i64),
+    /// The record of a mail the relay accepted.
+    Record(mail_job::Accepted),
+}
+
+pub enum Answer {
+    Taken(Box<Taken>),
+    Recorded,
 }
 
 /// What became of a message.
@@ -65,7 +85,7 @@ pub enum Outcome {
 }
 
 /// What the first trip of a delivery found.
-enum Taken {
+pub enum Taken {
     /// Claimed for this delivery, with the settings that apply to its mail.
     Claimed(MailJob, Box<mail_settings::JobMail>),
     /// Not to be sent now (see [`Deliverer::not_now`]).
@@ -115,22 +135,11 @@ impl Deliverer {
     }
 
     async fn try_deliver(&self, job_id: i64) -> Result<Outcome, Error> {
-        // One trip to the database: the settings that apply now (a change applies to mail
-        // sent after it), then the claim; only a job not taken is read again, to say why.
-        let keys = self.keys.clone();
-        let taken = db::run(&self.pool, move |c| {
-            let Some(applying) = mail_settings::for_job(c, &keys, job_id)? else {
-                return Ok(Taken::Unknown);
-            };
-            Ok(match mail_job::claim(c, job_id, LEASE, EARLY_SLACK)? {
-                Some(job) => Taken::Claimed(job, Box::new(applying)),
-                None => match mail_job::load(c, job_id)? {
-                    Some(job) => Taken::NotNow(job),
-                    None => Taken::Unknown,
-                },
-            })
-        })
-        .await?;
+        // One trip to the database, shared with the deliveries that start meanwhile.
+        let taken = match self.desk.call(Ask::Take(job_id)).await? {
+            Answer::Taken(taken) => *taken,
+            Answer::Recorded => return Err(Error::Internal("a take answered as a record".into())),
+        };
         let (job, applying) = match taken {
             Taken::Claimed(job, applying) => (job, applying),
             Taken::NotNow(job) => return self.not_now(&job).await,
@@ -307,11 +316,16 @@ impl Deliverer {
             let id = job.id;
             let (outcome, failure) = match result {
                 Ok(reply) => {
-                    // The attempt, its count and `sent` in one statement.
-                    db::run(&self.pool, move |c| {
-                        Ok(mail_job::record_sent(c, id, at, &reply, elapsed)?)
-                    })
-                    .await?;
+                    // The attempt, its count and `sent`, in one statement with the other
+                    // mails accepted meanwhile.
+                    self.desk
+                        .call(Ask::Record(mail_job::Accepted {
+                            job_id: id,
+                            at,
+                            reply,
+                            duration: elapsed,
+                        }))
+                        .await?;
                     self.count_send(selected, AttemptOutcome::Sent);
                     let latency = (Utc::now() - job.created_at).to_std().unwrap_or_default();
                     self.metrics.delivery_latency.observe(latency.as_secs_f64());
@@ -472,4 +486,89 @@ impl Deliverer {
 /// The message that carries a job on, with the trace context of the request that made it.
 fn outgoing(job: &MailJob) -> Outgoing {
     Outgoing::new(job.id, job.trace_context.clone())
+}
+
+/// The first trip of deliveries, for a batch of job ids (in the caller's transaction): the
+/// settings that apply now to each job's mail (a change applies to mail sent after it), then
+/// the claim of all the jobs in one statement; only the jobs not taken are read again, to say
+/// why. A job id twice in a batch (two messages for one job) is claimed for the first and not
+/// taken for the second.
+fn take(c: &mut PgConnection, keys: &CodeKeys, ids: &[i64]) -> Result<Vec<Taken>, Error> {
+    let mut applying: HashMap<i64, mail_settings::JobMail> =
+        mail_settings::for_jobs(c, keys, ids)?.into_iter().collect();
+    let mut claimed: HashMap<i64, MailJob> = mail_job::claim(c, ids, LEASE, EARLY_SLACK)?
+        .into_iter()
+        .map(|job| (job.id, job))
+        .collect();
+    let mut taken: Vec<Option<Taken>> = ids
+        .iter()
+        .map(|id| match (claimed.remove(id), applying.remove(id)) {
+            (Some(job), Some(mail)) => Some(Taken::Claimed(job, Box::new(mail))),
+            _ => None,
+        })
+        .collect();
+    let asked: Vec<i64> = ids
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| t.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let found: HashMap<i64, MailJob> = if asked.is_empty() {
+        HashMap::new()
+    } else {
+        mail_job::load(c, &asked)?
+            .into_iter()
+            .map(|job| (job.id, job))
+            .collect()
+    };
+    for (id, slot) in ids.iter().zip(taken.iter_mut()) {
+        if slot.is_none() {
+            *slot = Some(match found.get(id) {
+                Some(job) => Taken::NotNow(job.clone()),
+                None => Taken::Unknown,
+            });
+        }
+    }
+    Ok(taken.into_iter().flatten().collect())
+}
+
+/// One trip for a batch of asks, in one transaction (one commit for the lot): the records
+/// of sent mails first, then the takes.
+pub fn serve_desk(
+    conn: &mut PgConnection,
+    keys: &CodeKeys,
+    asks: &[Ask],
+) -> Result<Vec<Answer>, Error> {
+    conn.transaction(|c| {
+        let accepted: Vec<mail_job::Accepted> = asks
+            .iter()
+            .filter_map(|a| match a {
+                Ask::Record(r) => Some(r.clone()),
+                Ask::Take(_) => None,
+            })
+            .collect();
+        if !accepted.is_empty() {
+            mail_job::record_sent(c, &accepted)?;
+        }
+        let ids: Vec<i64> = asks
+            .iter()
+            .filter_map(|a| match a {
+                Ask::Take(id) => Some(*id),
+                Ask::Record(_) => None,
+            })
+            .collect();
+        let mut taken = if ids.is_empty() {
+            Vec::new()
+        } else {
+            take(c, keys, &ids)?
+        }
+        .into_iter();
+        Ok(asks
+            .iter()
+            .map(|a| match a {
+                Ask::Record(_) => Answer::Recorded,
+                Ask::Take(_) => Answer::Taken(Box::new(taken.next().unwrap_or(Taken::Unknown))),
+            })
+            .collect())
+    })
 }

@@ -2,6 +2,7 @@
 //! it until a shutdown) and the operators' commands. `main.rs` is the thin binary on top;
 //! tests can start an [`Application`] in their own runtime.
 
+mod batch;
 pub mod cli;
 mod consumer;
 mod deliver;

@@ -17,9 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::batch::Batcher;
 use crate::cli::{DeliveryArgs, RetryArgs, RunArgs};
 use crate::consumer::ConsumerLoop;
-use crate::deliver::Deliverer;
+use crate::deliver::{self, Deliverer};
 use crate::health::{self, HealthState};
 use crate::mail::MailRenderer;
 use crate::providers::Providers;
@@ -79,6 +80,12 @@ impl Application {
             config.worker_concurrency,
             config.delivery.provider_destinations(),
         );
+        let desk = {
+            let keys = keys.clone();
+            Batcher::start(pool.clone(), move |c, asks: &[deliver::Ask]| {
+                deliver::serve_desk(c, &keys, asks)
+            })
+        };
         let deliverer = Arc::new(Deliverer {
             pool: pool.clone(),
             keys,
@@ -90,6 +97,7 @@ impl Application {
             metrics: metrics.clone(),
             smtp_health: smtp_health.clone(),
             leases: Arc::default(),
+            desk,
         });
 
         let listener = TcpListener::bind(config.worker_addr).await.map_err(|e| {

@@ -173,6 +173,16 @@ pub(crate) fn on_user<T>(
 }
 
 /// Appends the next event of the user's history and returns its details.
+/// [`append_event`]'s statement: the event (`$1` user, `$2` sequence, `$3` instance, `$4`
+/// type, `$5` payload, `$6` time) and the user's last sequence, in one.
+pub const APPEND_EVENT_SQL: &str = "\
+    WITH event AS ( \
+        INSERT INTO user_events (user_id, sequence, instance_id, event_type, payload, \
+               created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6) \
+    ) \
+    UPDATE users SET last_sequence = $2, last_changed_at = $6 WHERE id = $1";
+
 pub(crate) fn append_event(
     conn: &mut PgConnection,
     user: &UserRow,
@@ -182,22 +192,14 @@ pub(crate) fn append_event(
 ) -> Result<Details, Error> {
     use diesel::sql_types::{BigInt, Jsonb, Text, Timestamptz};
     let sequence = user.last_sequence + 1;
-    // The event and the user's last sequence in one statement.
-    diesel::sql_query(
-        "WITH event AS ( \
-             INSERT INTO user_events (user_id, sequence, instance_id, event_type, payload, \
-                    created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-         ) \
-         UPDATE users SET last_sequence = $2, last_changed_at = $6 WHERE id = $1",
-    )
-    .bind::<BigInt, _>(user.id)
-    .bind::<BigInt, _>(sequence)
-    .bind::<BigInt, _>(user.instance_id)
-    .bind::<Text, _>(event_type)
-    .bind::<Jsonb, _>(payload)
-    .bind::<Timestamptz, _>(now)
-    .execute(conn)?;
+    diesel::sql_query(APPEND_EVENT_SQL)
+        .bind::<BigInt, _>(user.id)
+        .bind::<BigInt, _>(sequence)
+        .bind::<BigInt, _>(user.instance_id)
+        .bind::<Text, _>(event_type)
+        .bind::<Jsonb, _>(payload)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?;
     Ok(Details {
         user_id: user.id,
         sequence,

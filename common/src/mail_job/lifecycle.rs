@@ -39,6 +39,22 @@ pub struct NewJob<'a> {
     pub language: Option<&'a str>,
 }
 
+/// [`enqueue`]'s statement: the supersede of the address's unsent jobs, the job (`$1` id
+/// ... `$13` time, in the column order below) and its outbox row. The UPDATE sees the table
+/// as it was before the statement, so never the new job.
+pub const ENQUEUE_SQL: &str = "\
+    WITH superseded AS ( \
+        UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, \
+               code_ciphertext = NULL, updated_at = $13 \
+         WHERE email_id = $5 AND state IN ('queued', 'retrying', 'sending') \
+    ), job AS ( \
+        INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
+               recipient, url_template, code_ciphertext, code_expires_at, state, \
+               trace_context, language, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) \
+    ) \
+    INSERT INTO outbox (job_id) VALUES ($1)";
+
 /// Inserts the job `queued` (its code encrypted) and its outbox row, and supersedes the
 /// address's older unsent jobs (their codes are void now); returns the job id. Two
 /// statements in the caller's transaction: the id (the code's encryption is bound to it),
@@ -51,34 +67,21 @@ pub fn enqueue(
 ) -> QueryResult<i64> {
     use diesel::sql_types::{BigInt, Bytea, Nullable, Text, Timestamptz};
     let id = next_id(conn)?;
-    // The UPDATE sees the table as it was before the statement, so never the new job.
-    diesel::sql_query(
-        "WITH superseded AS ( \
-             UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, \
-                    code_ciphertext = NULL, updated_at = $13 \
-              WHERE email_id = $5 AND state IN ('queued', 'retrying', 'sending') \
-         ), job AS ( \
-             INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
-                    recipient, url_template, code_ciphertext, code_expires_at, state, \
-                    trace_context, language, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) \
-         ) \
-         INSERT INTO outbox (job_id) VALUES ($1)",
-    )
-    .bind::<BigInt, _>(id)
-    .bind::<BigInt, _>(job.instance_id)
-    .bind::<BigInt, _>(job.org_id)
-    .bind::<BigInt, _>(job.user_id)
-    .bind::<BigInt, _>(job.email_id)
-    .bind::<Text, _>(job.purpose.as_str())
-    .bind::<Text, _>(job.recipient)
-    .bind::<Text, _>(job.url_template.as_str())
-    .bind::<Bytea, _>(keys.encrypt(id, job.code))
-    .bind::<Timestamptz, _>(job.code_expires_at)
-    .bind::<Nullable<Text>, _>(job.trace_context)
-    .bind::<Nullable<Text>, _>(job.language)
-    .bind::<Timestamptz, _>(now)
-    .execute(conn)?;
+    diesel::sql_query(ENQUEUE_SQL)
+        .bind::<BigInt, _>(id)
+        .bind::<BigInt, _>(job.instance_id)
+        .bind::<BigInt, _>(job.org_id)
+        .bind::<BigInt, _>(job.user_id)
+        .bind::<BigInt, _>(job.email_id)
+        .bind::<Text, _>(job.purpose.as_str())
+        .bind::<Text, _>(job.recipient)
+        .bind::<Text, _>(job.url_template.as_str())
+        .bind::<Bytea, _>(keys.encrypt(id, job.code))
+        .bind::<Timestamptz, _>(job.code_expires_at)
+        .bind::<Nullable<Text>, _>(job.trace_context)
+        .bind::<Nullable<Text>, _>(job.language)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)?;
     Ok(id)
 }
 
@@ -140,17 +143,18 @@ macro_rules! opaque {
     };
 }
 
-/// Takes the job for sending: from `queued`, from `retrying` once it is due (within
-/// `early_slack`), or from `sending` once the previous holder's lease ran out (it died, or
-/// lost the database). A live holder renews its lease ([`renew_leases`]), so a second
-/// message for a job being sent (a redelivery after its holder's broker link failed) never
-/// takes it over. `None` when the job is not to be taken now; [`super::load`] says why.
+/// Takes the jobs of `ids` for sending, in one statement: each from `queued`, from
+/// `retrying` once it is due (within `early_slack`), or from `sending` once the previous
+/// holder's lease ran out (it died, or lost the database). A live holder renews its lease
+/// ([`renew_leases`]), so a second message for a job being sent (a redelivery after its
+/// holder's broker link failed) never takes it over. Returns the jobs taken; one not among
+/// them is not to be taken now, and [`super::load`] says why.
 pub fn claim(
     conn: &mut PgConnection,
-    id: i64,
+    ids: &[i64],
     lease: Duration,
     early_slack: Duration,
-) -> QueryResult<Option<MailJob>> {
+) -> QueryResult<Vec<MailJob>> {
     let now = Utc::now();
     let lease_until = now + chrono_duration(lease);
     let due = mail_jobs::state.eq(JobState::Queued).or(mail_jobs::state
@@ -168,7 +172,7 @@ pub fn claim(
         .assume_not_null();
     diesel::update(
         mail_jobs::table
-            .filter(mail_jobs::id.eq(id))
+            .filter(mail_jobs::id.eq_any(ids))
             .filter(opaque!(takeable)),
     )
     .set((
@@ -177,8 +181,7 @@ pub fn claim(
         mail_jobs::updated_at.eq(now),
     ))
     .returning(MailJob::as_returning())
-    .get_result(conn)
-    .optional()
+    .get_results(conn)
 }
 
 /// Extends the leases of the jobs a worker still sends, in one statement; returns how many
@@ -244,7 +247,7 @@ pub fn record_attempt(
                 mail_attempts::at.eq(at),
                 mail_attempts::outcome.eq(outcome.as_str()),
                 mail_attempts::smtp_reply.eq(Some(truncate(reply))),
-                mail_attempts::duration_ms.eq(duration.as_millis().min(i32::MAX as u128) as i32),
+                mail_attempts::duration_ms.eq(millis(duration)),
             ))
             .execute(conn)?;
         let (state, expires): (JobState, DateTime<Utc>) = diesel::update(mail_jobs::table.find(id))
@@ -258,49 +261,73 @@ pub fn record_attempt(
     })
 }
 
-/// The mail of a job this worker sent was accepted: the attempt is recorded and counted, and
-/// the job is `sent` (even if it was superseded or cancelled while the mail was on its way:
-/// it did go out), in one statement. A job another process moved on meanwhile (its lease ran
-/// out) keeps its state; only the attempt is added. Returns whether the job became `sent`.
-pub fn record_sent(
-    conn: &mut PgConnection,
-    id: i64,
-    at: DateTime<Utc>,
-    reply: &str,
-    duration: Duration,
-) -> QueryResult<bool> {
-    use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
+/// A mail the relay accepted: the job, when its send started, the relay's reply, how long
+/// the send took.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub job_id: i64,
+    pub at: DateTime<Utc>,
+    pub reply: String,
+    pub duration: Duration,
+}
+
+/// [`record_sent`]'s statement: the attempts from arrays (`$1` job ids, `$2` send starts,
+/// `$3` replies, `$4` durations in ms), the state change, and the count. When `moved`
+/// changed a row, the final UPDATE leaves it out (a row is never updated twice in one
+/// statement); otherwise the final UPDATE only counts the attempt. The ids must be distinct.
+pub const RECORD_SENT_SQL: &str = "\
+    WITH attempt AS ( \
+        INSERT INTO mail_attempts (job_id, at, outcome, smtp_reply, duration_ms) \
+        SELECT job_id, at, 'sent', reply, duration_ms \
+          FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::integer[]) \
+               AS a (job_id, at, reply, duration_ms) \
+    ), moved AS ( \
+        UPDATE mail_jobs SET state = 'sent', attempts = attempts + 1, last_error = NULL, \
+               next_attempt_at = NULL, lease_until = NULL, code_ciphertext = NULL, \
+               sent_at = $5, updated_at = $5 \
+         WHERE id = ANY($1) AND state IN ('sending', 'superseded', 'cancelled') \
+        RETURNING id \
+    ), counted AS ( \
+        UPDATE mail_jobs SET attempts = attempts + 1 \
+         WHERE id = ANY($1) AND id NOT IN (SELECT id FROM moved) \
+    ) \
+    SELECT count(*) AS moved FROM moved";
+
+/// Mails of jobs this worker sent were accepted: each attempt is recorded and counted, and
+/// each job is `sent` (even if it was superseded or cancelled while the mail was on its way:
+/// it did go out), one statement for the lot. A job another process moved on meanwhile (its
+/// lease ran out) keeps its state; only the attempt is added. Returns how many jobs became
+/// `sent`.
+pub fn record_sent(conn: &mut PgConnection, accepted: &[Accepted]) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz};
     #[derive(QueryableByName)]
     struct Moved {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        moved: bool,
+        #[diesel(sql_type = BigInt)]
+        moved: i64,
     }
-    // The attempt row, the state change and the count in one round trip. When `moved`
-    // changed the row, the final UPDATE's NOT EXISTS excludes it (a row is never updated
-    // twice in one statement); otherwise the final UPDATE only counts the attempt.
-    let moved: Moved = diesel::sql_query(
-        "WITH attempt AS ( \
-             INSERT INTO mail_attempts (job_id, at, outcome, smtp_reply, duration_ms) \
-             VALUES ($1, $2, 'sent', $3, $4) \
-         ), moved AS ( \
-             UPDATE mail_jobs SET state = 'sent', attempts = attempts + 1, last_error = NULL, \
-                    next_attempt_at = NULL, lease_until = NULL, code_ciphertext = NULL, \
-                    sent_at = $5, updated_at = $5 \
-              WHERE id = $1 AND state IN ('sending', 'superseded', 'cancelled') \
-             RETURNING id \
-         ), counted AS ( \
-             UPDATE mail_jobs SET attempts = attempts + 1 \
-              WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM moved) \
-         ) \
-         SELECT EXISTS (SELECT 1 FROM moved) AS moved",
-    )
-    .bind::<BigInt, _>(id)
-    .bind::<Timestamptz, _>(at)
-    .bind::<Text, _>(truncate(reply))
-    .bind::<Integer, _>(duration.as_millis().min(i32::MAX as u128) as i32)
-    .bind::<Timestamptz, _>(Utc::now())
-    .get_result(conn)?;
-    Ok(moved.moved)
+    let mut moved = 0;
+    // A job twice in one statement would be counted once: a later round takes the repeat.
+    let mut left: Vec<&Accepted> = accepted.iter().collect();
+    while !left.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<&Accepted>, Vec<&Accepted>) =
+            left.into_iter().partition(|a| seen.insert(a.job_id));
+        let row: Moved = diesel::sql_query(RECORD_SENT_SQL)
+            .bind::<Array<BigInt>, _>(round.iter().map(|a| a.job_id).collect::<Vec<_>>())
+            .bind::<Array<Timestamptz>, _>(round.iter().map(|a| a.at).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(round.iter().map(|a| truncate(&a.reply)).collect::<Vec<_>>())
+            .bind::<Array<Integer>, _>(round.iter().map(|a| millis(a.duration)).collect::<Vec<_>>())
+            .bind::<Timestamptz, _>(Utc::now())
+            .get_result(conn)?;
+        moved += row.moved as usize;
+        left = later;
+    }
+    Ok(moved)
+}
+
+/// A duration in whole milliseconds, as `mail_attempts.duration_ms` keeps it.
+fn millis(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
 }
 
 /// Keeps replies readable and bounded in the database.

@@ -35,12 +35,12 @@ pub struct MailJob {
     pub language: Option<String>,
 }
 
-pub fn load(conn: &mut PgConnection, id: i64) -> QueryResult<Option<MailJob>> {
+/// The jobs of `ids` that exist, in no particular order.
+pub fn load(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<MailJob>> {
     mail_jobs::table
-        .find(id)
+        .filter(mail_jobs::id.eq_any(ids))
         .select(MailJob::as_select())
-        .first(conn)
-        .optional()
+        .load(conn)
 }
 
 /// The state of a job (an unknown id is `NotFound`).
