@@ -196,14 +196,10 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/commands/address.rs: set_address",
             "every request that changes the address",
-            "UPDATE user_emails SET address = $1, verified = $2, code_hash = $3, \
-             code_expires_at = $4, code_failures = $5, updated_at = $6 WHERE id = $7",
+            common::commands::SET_ADDRESS_SQL,
             vec![
                 ("text", new_address.clone()),
                 ("boolean", "false".into()),
-                ("bytea", "NULL".into()),
-                ("timestamptz", "NULL".into()),
-                ("integer", int(0)),
                 ("timestamptz", NOW.into()),
                 ("bigint", int(s.email_id)),
             ],
@@ -212,15 +208,11 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/mail_job/lifecycle.rs: supersede_unsent",
             "when the address changes (set_address); enqueue supersedes in its own statement",
-            "UPDATE mail_jobs SET state = $1, superseded_by = $2, code_ciphertext = $3, \
-             updated_at = $4 WHERE email_id = $5 AND state = ANY($6) AND id != $7",
+            common::mail_job::SUPERSEDE_UNSENT_SQL,
             vec![
-                ("text", lit("superseded")),
                 ("bigint", "NULL".into()),
-                ("bytea", "NULL".into()),
                 ("timestamptz", NOW.into()),
                 ("bigint", int(s.email_id)),
-                ("text[]", lit("{queued,retrying,sending}")),
                 ("bigint", int(0)),
             ],
         ),
@@ -275,12 +267,10 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/commands/address.rs: set_pending_code",
             "every request (issuance.rs: issue_code)",
-            "UPDATE user_emails SET code_hash = $1, code_expires_at = $2, code_failures = $3, \
-             updated_at = $4 WHERE id = $5",
+            common::commands::SET_PENDING_CODE_SQL,
             vec![
                 ("bytea", format!("'\\x{}'", "ab".repeat(32))),
                 ("timestamptz", "now() + interval '1 hour'".into()),
-                ("integer", int(0)),
                 ("timestamptz", NOW.into()),
                 ("bigint", int(s.email_id)),
             ],

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::db::Prepared;
 use crate::mail_job::Purpose;
 use crate::schema::user_emails;
 
@@ -135,18 +136,22 @@ pub(super) fn set_address(
     verified: bool,
     now: DateTime<Utc>,
 ) -> QueryResult<()> {
-    diesel::update(user_emails::table.find(id))
-        .set((
-            user_emails::address.eq(address),
-            user_emails::verified.eq(verified),
-            user_emails::code_hash.eq(None::<Vec<u8>>),
-            user_emails::code_expires_at.eq(None::<DateTime<Utc>>),
-            user_emails::code_failures.eq(0),
-            user_emails::updated_at.eq(now),
-        ))
+    use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
+    Prepared::new(SET_ADDRESS_SQL)
+        .bind::<Text, _>(address)
+        .bind::<Bool, _>(verified)
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(id)
         .execute(conn)?;
     Ok(())
 }
+
+/// [`set_address`]'s statement (`$1` address, `$2` verified, `$3` time, `$4` row id); a
+/// statement each connection prepares once, as Diesel's UPDATEs are not.
+pub const SET_ADDRESS_SQL: &str = "\
+    UPDATE user_emails SET address = $1, verified = $2, code_hash = NULL, \
+           code_expires_at = NULL, code_failures = 0, updated_at = $3 \
+     WHERE id = $4";
 
 /// The address was proven with its code: verified, the code dropped.
 pub(super) fn mark_verified(
@@ -181,16 +186,21 @@ pub(super) fn set_pending_code(
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> QueryResult<()> {
-    diesel::update(user_emails::table.find(id))
-        .set((
-            user_emails::code_hash.eq(Some(code_hash)),
-            user_emails::code_expires_at.eq(Some(expires_at)),
-            user_emails::code_failures.eq(0),
-            user_emails::updated_at.eq(now),
-        ))
+    use diesel::sql_types::{BigInt, Bytea, Timestamptz};
+    Prepared::new(SET_PENDING_CODE_SQL)
+        .bind::<Bytea, _>(code_hash)
+        .bind::<Timestamptz, _>(expires_at)
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(id)
         .execute(conn)?;
     Ok(())
 }
+
+/// [`set_pending_code`]'s statement (`$1` code hash, `$2` expiry, `$3` time, `$4` row id).
+pub const SET_PENDING_CODE_SQL: &str = "\
+    UPDATE user_emails SET code_hash = $1, code_expires_at = $2, code_failures = 0, \
+           updated_at = $3 \
+     WHERE id = $4";
 
 pub(super) fn delete(conn: &mut PgConnection, id: i64) -> QueryResult<()> {
     diesel::delete(user_emails::table.find(id)).execute(conn)?;

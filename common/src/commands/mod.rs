@@ -21,6 +21,7 @@ mod limits;
 mod replay;
 mod user;
 
+pub use address::{SET_ADDRESS_SQL, SET_PENDING_CODE_SQL};
 pub use email::EmailTarget;
 pub use replay::SkipReason;
 pub use user::{CreateUser, OtpEmailView, USERNAME_MAX_LEN, UserView};
@@ -192,7 +193,7 @@ pub(crate) fn append_event(
 ) -> Result<Details, Error> {
     use diesel::sql_types::{BigInt, Jsonb, Text, Timestamptz};
     let sequence = user.last_sequence + 1;
-    diesel::sql_query(APPEND_EVENT_SQL)
+    crate::db::Prepared::new(APPEND_EVENT_SQL)
         .bind::<BigInt, _>(user.id)
         .bind::<BigInt, _>(sequence)
         .bind::<BigInt, _>(user.instance_id)

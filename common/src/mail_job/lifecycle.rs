@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use super::{AttemptOutcome, JobState, MailJob, Purpose};
-use crate::db::next_id;
+use crate::db::{Prepared, next_id};
 use crate::domain::{CodeKeys, UrlTemplate};
 use crate::outbox;
 use crate::schema::{mail_attempts, mail_jobs};
@@ -67,7 +67,7 @@ pub fn enqueue(
 ) -> QueryResult<i64> {
     use diesel::sql_types::{BigInt, Bytea, Nullable, Text, Timestamptz};
     let id = next_id(conn)?;
-    diesel::sql_query(ENQUEUE_SQL)
+    Prepared::new(ENQUEUE_SQL)
         .bind::<BigInt, _>(id)
         .bind::<BigInt, _>(job.instance_id)
         .bind::<BigInt, _>(job.org_id)
@@ -93,20 +93,21 @@ pub fn supersede_unsent(
     by: Option<i64>,
     now: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    diesel::update(
-        mail_jobs::table
-            .filter(mail_jobs::email_id.eq(email_id))
-            .filter(mail_jobs::state.eq_any(JobState::NOT_YET_SENT))
-            .filter(mail_jobs::id.ne(by.unwrap_or(0))),
-    )
-    .set((
-        mail_jobs::state.eq(JobState::Superseded),
-        mail_jobs::superseded_by.eq(by),
-        mail_jobs::code_ciphertext.eq(None::<Vec<u8>>),
-        mail_jobs::updated_at.eq(now),
-    ))
-    .execute(conn)
+    use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+    Prepared::new(SUPERSEDE_UNSENT_SQL)
+        .bind::<Nullable<BigInt>, _>(by)
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(email_id)
+        .bind::<BigInt, _>(by.unwrap_or(0))
+        .execute(conn)
 }
+
+/// [`supersede_unsent`]'s statement (`$1` the newer job or NULL, `$2` time, `$3` the
+/// address row, `$4` the job to leave alone or 0).
+pub const SUPERSEDE_UNSENT_SQL: &str = "\
+    UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, code_ciphertext = NULL, \
+           updated_at = $2 \
+     WHERE email_id = $3 AND state IN ('queued', 'retrying', 'sending') AND id <> $4";
 
 /// Cancels every unsent job of a deleted user.
 pub fn cancel_unsent_for_user(
@@ -312,7 +313,7 @@ pub fn record_sent(conn: &mut PgConnection, accepted: &[Accepted]) -> QueryResul
         let mut seen = std::collections::HashSet::new();
         let (round, later): (Vec<&Accepted>, Vec<&Accepted>) =
             left.into_iter().partition(|a| seen.insert(a.job_id));
-        let row: Moved = diesel::sql_query(RECORD_SENT_SQL)
+        let row: Moved = Prepared::new(RECORD_SENT_SQL)
             .bind::<Array<BigInt>, _>(round.iter().map(|a| a.job_id).collect::<Vec<_>>())
             .bind::<Array<Timestamptz>, _>(round.iter().map(|a| a.at).collect::<Vec<_>>())
             .bind::<Array<Text>, _>(round.iter().map(|a| truncate(&a.reply)).collect::<Vec<_>>())

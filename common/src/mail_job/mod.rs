@@ -15,10 +15,10 @@ mod query;
 mod state;
 
 pub use lifecycle::{
-    Accepted, AfterAttempt, ENQUEUE_SQL, NewJob, RECORD_SENT_SQL, cancel_unsent_for_user, claim,
-    enqueue, lock_for_replay, mark_expired, mark_failed, mark_retrying, record_attempt,
-    record_sent, release, renew_leases, replace_code, requeue_for_replay, requeue_stranded,
-    supersede_unsent,
+    Accepted, AfterAttempt, ENQUEUE_SQL, NewJob, RECORD_SENT_SQL, SUPERSEDE_UNSENT_SQL,
+    cancel_unsent_for_user, claim, enqueue, lock_for_replay, mark_expired, mark_failed,
+    mark_retrying, record_attempt, record_sent, release, renew_leases, replace_code,
+    requeue_for_replay, requeue_stranded, supersede_unsent,
 };
 pub use query::{
     Addressee, Attempt, JobFilter, JobSummary, MailJob, ReplayCandidate, addressee, attempts,
