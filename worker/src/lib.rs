@@ -15,7 +15,6 @@ pub mod ops;
 pub mod providers;
 mod retry;
 pub mod run;
-mod store;
 pub mod testmail;
 mod transport;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::amqp::Publisher;
 use common::config::{ConfigError, DatabaseArgs, StartupError};
 use common::db::{self, PgPool};
+use common::mail_job;
 use common::metrics::{Metrics, Process};
 use common::shutdown::Shutdown;
 use secrecy::{ExposeSecret, SecretString};
@@ -25,7 +26,6 @@ use crate::health::{self, HealthState};
 use crate::mail::MailRenderer;
 use crate::providers::Providers;
 use crate::retry::RetryPolicy;
-use crate::store;
 use crate::transport::destination::Destinations;
 use crate::transport::{MailTransport, SmtpHealth, SmtpSettings, default_helo_name};
 
@@ -254,14 +254,19 @@ async fn close_idle_providers(deliverer: Arc<Deliverer>, mut stop: watch::Receiv
     }
 }
 
-/// Gives jobs that lost their message an outbox row again (see `store::requeue_stranded`).
+/// Gives jobs that lost their message an outbox row again (see
+/// [`mail_job::requeue_stranded`]).
 async fn sweep_stranded(pool: PgPool, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
             _ = stop.changed() => return,
         }
-        match db::run(&pool, |c| Ok(store::requeue_stranded(c, STRANDED_AFTER)?)).await {
+        match db::run(&pool, |c| {
+            Ok(mail_job::requeue_stranded(c, STRANDED_AFTER)?)
+        })
+        .await
+        {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(
                     jobs = ids.len(),
