@@ -8,10 +8,11 @@
 #   ST_CHECKS=not_a_server_error,response_schema_conformance scripts/schemathesis.sh
 #
 # Steps: build the api (target/debug/api, or under CARGO_TARGET_DIR); pick a free port and a
-# new database (ce_schemathesis_<random>, created by the api); `api bootstrap` for a token;
+# new database (ce_schemathesis_<random>, created by the api); `api bootstrap` for a token,
+# and `api token create` for an instance administrator's token (all four permissions);
 # `api serve`; wait for /readyz; create a few users and OTP Email authenticators whose ids
-# schemathesis uses for part of the path parameters; run schemathesis twice, with the bearer
-# token and without, with every check (`--checks all`) and every phase (examples, coverage,
+# schemathesis uses for part of the path parameters (with the instance and organization ids);
+# run schemathesis twice, with the administrator's bearer token and without, with every check (`--checks all`) and every phase (examples, coverage,
 # fuzzing, and the stateful phase that follows the document's links); stop the server and
 # drop the database.
 #
@@ -104,6 +105,12 @@ instance_id=$(field instanceId)
 org_id=$(field orgId)
 org_domain=$(field orgDomain)
 rm -f "$out/bootstrap.json"
+# The run "with a token" uses an instance administrator's token (every permission, the
+# instance's mail settings and organizations' branding included), so that those operations
+# get past 403 too.
+admin_token=$("$api" token create --instance "$instance_id" \
+  --permission user.read,user.write,instance.read,instance.write 2>"$out/token.log") \
+  || fail_setup "api token create failed; see $out/token.log"
 
 "$api" serve >"$out/api.log" 2>&1 &
 server_pid=$!
@@ -152,6 +159,8 @@ values = ["$org_domain"]
 "path.userId" = { dictionary = "users", probability = 0.5 }
 "path.id" = { dictionary = "users", probability = 0.5 }
 "path.otpEmailId" = { dictionary = "otps", probability = 0.5 }
+"path.instanceId" = { dictionary = "instance_ids", probability = 0.5 }
+"path.orgId" = { dictionary = "org_ids", probability = 0.5 }
 "query.instance.id" = { dictionary = "instance_ids", probability = 0.5 }
 "query.instance.domain" = { dictionary = "instance_domains", probability = 0.5 }
 "query.organization.orgId" = { dictionary = "org_ids", probability = 0.5 }
@@ -217,7 +226,7 @@ run_st() { # name [extra args...]
 }
 
 failed=0
-run_st with-token -H "Authorization: Bearer $token" || failed=1
+run_st with-token -H "Authorization: Bearer $admin_token" || failed=1
 run_st without-token || failed=1
 
 # The server's own view: no request may have ended in a 5xx.
