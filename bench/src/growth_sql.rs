@@ -3,8 +3,11 @@
 //! phase to `EXPLAIN` against a database with a million users (`growth.rs`).
 //!
 //! PostgreSQL here has no `pg_stat_statements` in `shared_preload_libraries`, so the
-//! statements cannot be read off the server; they are transcribed from the Diesel queries of
-//! `common/src` (the functions named in [`Statement::source`]), in the order a request or a
+//! statements cannot be read off the server. The hand-written ones are the very constants
+//! `common` runs (`common::mail_job::ENQUEUE_SQL` and the like; `common::db::Prepared` sends
+//! a `$n` named twice as two parameters, the same statement to the planner). The others are
+//! transcribed from the Diesel queries of `common/src` (the functions named in
+//! [`Statement::source`]), in the order a request or a
 //! delivery runs them, with the same `$n` parameters Diesel binds (Diesel binds `LIMIT`,
 //! `OFFSET`, enum values and `+ 1` as parameters too, and writes `IN` as `= ANY($n)`).
 //! Column lists are the `Selectable` structs' fields. Parameter values come from the
