@@ -19,7 +19,6 @@ use diesel::{Connection, PgConnection};
 use tracing::Instrument;
 
 use crate::batch::Batcher;
-
 use crate::lease::{LEASE, Leases};
 use crate::mail::{MailInput, MailLanguage, MailRenderer, RenderedMail, Sender};
 use crate::providers::{Admission, Providers, Selected};
@@ -58,6 +57,7 @@ pub enum Ask {
     Record(mail_job::Accepted),
 }
 
+/// What the desk answers to an [`Ask`], in kind.
 pub enum Answer {
     Taken(Box<Taken>),
     Recorded,
