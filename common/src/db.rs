@@ -263,3 +263,31 @@ impl diesel::query_builder::Query for Prepared<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for Prepared<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::Prepared;
+    use diesel::pg::{Pg, PgQueryBuilder};
+    use diesel::query_builder::QueryFragment;
+    use diesel::sql_types::{BigInt, Text};
+
+    #[test]
+    fn prepared_statements_number_each_use_of_a_value_and_are_cacheable() {
+        let query = Prepared::new("UPDATE t SET a = $2, b = $1 WHERE id = $1::bigint")
+            .bind::<BigInt, _>(7_i64)
+            .bind::<Text, _>("x");
+        let shown = diesel::debug_query::<Pg, _>(&query).to_string();
+        assert!(
+            shown.starts_with("UPDATE t SET a = $1, b = $2 WHERE id = $3::bigint"),
+            "{shown}"
+        );
+        assert!(shown.contains("[\"x\", 7, 7]"), "{shown}");
+        assert!(query.is_safe_to_cache_prepared(&Pg).unwrap());
+
+        let unknown = Prepared::new("SELECT $2").bind::<BigInt, _>(1_i64);
+        let err = unknown
+            .to_sql(&mut PgQueryBuilder::default(), &Pg)
+            .unwrap_err();
+        assert!(err.to_string().contains("$2 has no value"), "{err}");
+    }
+}
