@@ -210,7 +210,7 @@ fn request(s: &Sample) -> Vec<Statement> {
         st(
             R,
             "common/src/mail_job/lifecycle.rs: supersede_unsent",
-            "when the address changes (set_address); enqueue supersedes in its own statement",
+            "isVerified or returnCode (not in this load; with sendCode the enqueue statement supersedes)",
             common::mail_job::SUPERSEDE_UNSENT_SQL,
             vec![
                 ("bigint", "NULL".into()),
@@ -231,7 +231,7 @@ fn request(s: &Sample) -> Vec<Statement> {
             R,
             "common/src/mail_job/query.rs: lock_recipient",
             "RESEND_COOLDOWN > 0 or MAIL_RECIPIENT_HOURLY_LIMIT > 0 (the defaults; off in this load)",
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            common::mail_job::LOCK_RECIPIENT_SQL,
             vec![
                 ("integer", int(0x4d41_494c)),
                 ("text", lit(&format!("{}:{}", s.instance_id, s.address))),
@@ -239,37 +239,22 @@ fn request(s: &Sample) -> Vec<Statement> {
         ),
         st(
             R,
-            "common/src/mail_job/query.rs: last_enqueued_to",
-            "RESEND_COOLDOWN > 0 (the default; off in this load)",
-            "SELECT max(created_at) FROM mail_jobs WHERE instance_id = $1 \
-             AND lower(recipient) = lower($2) AND created_at > $3 AND purpose = $4 LIMIT $5",
+            "common/src/mail_job/query.rs: recent_mails_to",
+            "RESEND_COOLDOWN > 0 or MAIL_RECIPIENT_HOURLY_LIMIT > 0 (the defaults; off in this load)",
+            common::mail_job::RECENT_MAILS_TO_SQL,
             vec![
                 ("bigint", int(s.instance_id)),
                 ("text", lit(&s.address)),
-                ("timestamptz", "now() - interval '30 seconds'".into()),
                 ("text", lit("contact_email")),
-                ("bigint", int(1)),
-            ],
-        ),
-        st(
-            R,
-            "common/src/mail_job/query.rs: nth_latest_to",
-            "MAIL_RECIPIENT_HOURLY_LIMIT > 0 (the default; off in this load)",
-            "SELECT created_at FROM mail_jobs WHERE instance_id = $1 \
-             AND lower(recipient) = lower($2) AND created_at > $3 \
-             ORDER BY created_at DESC LIMIT $4 OFFSET $5",
-            vec![
-                ("bigint", int(s.instance_id)),
-                ("text", lit(&s.address)),
+                ("timestamptz", "now() - interval '30 seconds'".into()),
                 ("timestamptz", "now() - interval '1 hour'".into()),
-                ("bigint", int(1)),
                 ("bigint", int(9)),
             ],
         ),
         st(
             R,
             "common/src/commands/address.rs: set_pending_code",
-            "every request (issuance.rs: issue_code)",
+            "returnCode (not in this load; with sendCode the enqueue statement stores the code)",
             common::commands::SET_PENDING_CODE_SQL,
             vec![
                 ("bytea", format!("'\\x{}'", "ab".repeat(32))),
@@ -288,7 +273,7 @@ fn request(s: &Sample) -> Vec<Statement> {
         st(
             R,
             "common/src/mail_job/lifecycle.rs: enqueue",
-            "every request (supersedes the older unsent jobs, inserts the job and its outbox row)",
+            "every request (stores the code hash, supersedes the older unsent jobs, inserts the job and its outbox row)",
             common::mail_job::ENQUEUE_SQL,
             vec![
                 ("bigint", int(s.new_job_id)),
@@ -304,6 +289,7 @@ fn request(s: &Sample) -> Vec<Statement> {
                 ("text", lit(TRACEPARENT)),
                 ("text", "NULL".into()),
                 ("timestamptz", NOW.into()),
+                ("bytea", format!("'\\x{}'", "ab".repeat(32))),
             ],
         ),
         st(

@@ -469,9 +469,12 @@ async fn inspect_database(env: &TestEnv, phase: &mut ApiPhase) {
     let instance_id = env.bootstrap().instance_id.clone();
     phase.explain_cooldown = env
         .psql(&format!(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT max(created_at) FROM mail_jobs \
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT (SELECT max(created_at) FROM mail_jobs \
              WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
-             AND created_at > now() - interval '30 seconds' AND purpose = 'contact_email'"
+             AND created_at > now() - interval '30 seconds' AND purpose = 'contact_email'), \
+             (SELECT created_at FROM mail_jobs \
+             WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
+             AND created_at > now() - interval '1 hour' ORDER BY created_at DESC OFFSET 9 LIMIT 1)"
         ))
         .await;
     phase.explain_outbox_delete = env

@@ -6,16 +6,17 @@
 //! The script reproduces, statement by statement and in order, what the API sends for that
 //! request (see `common/src/auth.rs` `authenticate`, `common/src/commands/mod.rs`
 //! `load_user` / `append_event`, `common/src/commands/email.rs` `set_contact_email` /
-//! `replace_contact_email` / `code_for` / `check_send_limits`, `common/src/mail_job.rs`
-//! `supersede_unsent` / `enqueue` / `lock_recipient` / `last_enqueued_to` / `nth_latest_to`):
+//! `replace_contact_email` / `code_for` / `check_send_limits`, `common/src/mail_job/`
+//! `enqueue` / `lock_recipient` / `recent_mails_to`):
 //!
 //! 1. token lookup (its own pool checkout in the API, before the transaction);
 //! 2. `BEGIN`; the user row `FOR UPDATE`; the contact email row;
-//! 3. (only when the resend limits are on) the recipient's advisory lock, the last mail to
-//!    it for the purpose within the cooldown, the 10th latest mail to it within the hour;
-//! 4. update the address; store the new code hash;
-//! 5. `next_id()`; one statement that supersedes the older unsent jobs, inserts the mail job
-//!    and its outbox row;
+//! 3. (only when the resend limits are on) the recipient's advisory lock, then one statement
+//!    for the last mail to it for the purpose within the cooldown and the 10th latest mail
+//!    to it within the hour;
+//! 4. update the address;
+//! 5. `next_id()`; one statement that stores the new code hash, supersedes the older unsent
+//!    jobs, inserts the mail job and its outbox row;
 //! 6. one statement that inserts the event and updates the user's last sequence; `COMMIT`.
 //!
 //! Differences, all small: the script finds its user through a `bench_users` helper table in
@@ -107,21 +108,18 @@ pub fn script(p: &ScriptParams) -> String {
          WHERE user_id = :u_id AND purpose = 'contact_email' LIMIT 1 \\gset e_",
     );
     if p.with_cooldown_query {
-        // check_send_limits -> lock_recipient, last_enqueued_to, nth_latest_to
+        // check_send_limits -> lock_recipient, recent_mails_to
         line(&format!(
             "SELECT pg_advisory_xact_lock(1296124236, hashtext({inst} || ':' || lower({addr})));",
             inst = p.instance_id
         ));
         line(&format!(
-            "SELECT max(created_at) FROM mail_jobs WHERE instance_id = {inst} \
+            "SELECT (SELECT max(created_at) FROM mail_jobs WHERE instance_id = {inst} \
              AND lower(recipient) = lower({addr}) AND created_at > now() - interval '30 seconds' \
-             AND purpose = 'contact_email';",
-            inst = p.instance_id
-        ));
-        line(&format!(
-            "SELECT created_at FROM mail_jobs WHERE instance_id = {inst} \
+             AND purpose = 'contact_email') AS last_of_purpose, \
+             (SELECT created_at FROM mail_jobs WHERE instance_id = {inst} \
              AND lower(recipient) = lower({addr}) AND created_at > now() - interval '1 hour' \
-             ORDER BY created_at DESC OFFSET 9 LIMIT 1;",
+             ORDER BY created_at DESC OFFSET 9 LIMIT 1) AS nth_latest;",
             inst = p.instance_id
         ));
     }
@@ -130,17 +128,14 @@ pub fn script(p: &ScriptParams) -> String {
         "UPDATE user_emails SET address = {addr}, verified = false, code_hash = NULL, \
          code_expires_at = NULL, code_failures = 0, updated_at = now() WHERE id = :e_id;"
     ));
-    // code_for: the new code hash
-    line(&format!(
-        "UPDATE user_emails SET code_hash = '\\x{}'::bytea, code_expires_at = now() + interval '1 hour', \
-         code_failures = 0, updated_at = now() WHERE id = :e_id;",
-        hex_bytes(CODE_HASH_BYTES, 7)
-    ));
     // mail_job::enqueue
     line("SELECT next_id() AS job_id \\gset");
     // ... with the older unsent jobs superseded and the outbox row, in one statement
     line(&format!(
-        "WITH superseded AS (UPDATE mail_jobs SET state = 'superseded', superseded_by = :job_id, \
+        "WITH pending AS (UPDATE user_emails SET code_hash = '\\x{hash}'::bytea, \
+         code_expires_at = now() + interval '1 hour', code_failures = 0, updated_at = now() \
+         WHERE id = :e_id), \
+         superseded AS (UPDATE mail_jobs SET state = 'superseded', superseded_by = :job_id, \
          code_ciphertext = NULL, updated_at = now() WHERE email_id = :e_id \
          AND state IN ('queued', 'retrying', 'sending')), \
          job AS (INSERT INTO mail_jobs (id, instance_id, org_id, user_id, email_id, purpose, \
@@ -149,6 +144,7 @@ pub fn script(p: &ScriptParams) -> String {
          VALUES (:job_id, :u_instance_id, :u_org_id, :u_id, :e_id, 'contact_email', {addr}, {tpl}, \
          '\\x{ct}'::bytea, now() + interval '1 hour', 'queued', {tp}, NULL, now(), now())) \
          INSERT INTO outbox (job_id) VALUES (:job_id);",
+        hash = hex_bytes(CODE_HASH_BYTES, 7),
         tpl = sql_string(&p.url_template),
         ct = hex_bytes(CIPHERTEXT_BYTES, 11),
         tp = sql_string(TRACEPARENT),
@@ -379,9 +375,9 @@ mod tests {
             "FOR UPDATE",
             "FROM user_emails",
             "UPDATE user_emails SET address",
-            "UPDATE user_emails SET code_hash",
             "SELECT next_id()",
-            "WITH superseded AS (UPDATE mail_jobs SET state = 'superseded'",
+            "WITH pending AS (UPDATE user_emails SET code_hash",
+            "superseded AS (UPDATE mail_jobs SET state = 'superseded'",
             "INSERT INTO mail_jobs",
             "INSERT INTO outbox",
             "WITH event AS (INSERT INTO user_events",
@@ -403,7 +399,7 @@ mod tests {
 
     #[test]
     fn cooldown_variant_adds_the_query() {
-        assert!(script(&params(true)).contains("SELECT max(created_at) FROM mail_jobs"));
+        assert!(script(&params(true)).contains("SELECT (SELECT max(created_at) FROM mail_jobs"));
     }
 
     #[test]

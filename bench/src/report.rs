@@ -555,7 +555,7 @@ mod tests {
             large: growth_run(1_000_000, 999_040, 10_800),
             plans: vec![
                 planned("common/src/commands/mod.rs: load_user", index, index),
-                planned("common/src/mail_job/query.rs: last_enqueued_to", seq, seq),
+                planned("common/src/mail_job/query.rs: recent_mails_to", seq, seq),
                 planned(
                     "common/src/commands/address.rs: contact_email",
                     index,

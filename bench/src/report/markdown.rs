@@ -340,7 +340,7 @@ fn query_and_mail_observations(md: &mut Markdown, r: &Results) {
             "uses an index (plan in the appendix)"
         };
         md.line(format!(
-            "- The resend-cooldown query (`last_enqueued_to`, run by every sending call when \
+            "- The resend-limit query (`recent_mails_to`, run by every sending call when \
              `RESEND_COOLDOWN` > 0, the default) {how}: the same pgbench transaction with it \
              makes {:.0} tps instead of {:.0} ({}) at the table size of that run ({}).",
             a.pgbench_cooldown.tps,
@@ -1102,7 +1102,7 @@ fn appendix(md: &mut Markdown, a: &ApiPhase) {
     md.para("### The same after the second API load and all pgbench runs (cumulative)");
     md.code(&a.table_stats_after_pgbench);
     md.para(format!("Rows: {}.", a.mail_jobs_rows.trim()));
-    md.para("### Plan of the resend-cooldown query (`mail_job::last_enqueued_to`)");
+    md.para("### Plan of the resend-limit query (`mail_job::recent_mails_to`)");
     md.code(&a.explain_cooldown);
     md.para("### Plan of the publisher's outbox delete (`outbox::remove`)");
     md.code(&a.explain_outbox_delete);

@@ -104,9 +104,10 @@ impl Commands {
         let address = request.address.as_str();
         let verified = request.verification == Verification::IsVerified;
         let email_id = match &existing {
+            // The old address's unsent mail is superseded by `code_for`, whatever the
+            // verification choice.
             Some(row) => {
                 address::set_address(conn, row.id, address, verified, now)?;
-                mail_job::supersede_unsent(conn, row.id, None, now)?;
                 row.id
             }
             None => address::insert(conn, user.id, Purpose::ContactEmail, address, verified, now)?,

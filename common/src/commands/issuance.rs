@@ -61,6 +61,18 @@ pub(super) struct IssuedCode {
 }
 
 impl Commands {
+    /// Makes a new code of `purpose`: its text and when it expires. Nothing is stored yet.
+    fn make_code(&self, purpose: Purpose, now: DateTime<Utc>) -> Result<IssuedCode, Error> {
+        let rules = CodeRules::for_purpose(&self.policy, purpose);
+        let expires_at = now
+            + chrono::Duration::from_std(rules.ttl)
+                .map_err(|_| Error::Internal("code lifetime out of range".into()))?;
+        Ok(IssuedCode {
+            code: rules.spec.generate(),
+            expires_at,
+        })
+    }
+
     /// Makes a new code for the address `email_id` of `purpose` and stores its hash as the
     /// pending code (the previous one stops working, the wrong-code count starts again). The
     /// caller supersedes the address's unsent mail.
@@ -71,19 +83,15 @@ impl Commands {
         purpose: Purpose,
         now: DateTime<Utc>,
     ) -> Result<IssuedCode, Error> {
-        let rules = CodeRules::for_purpose(&self.policy, purpose);
-        let code = rules.spec.generate();
-        let expires_at = now
-            + chrono::Duration::from_std(rules.ttl)
-                .map_err(|_| Error::Internal("code lifetime out of range".into()))?;
+        let issued = self.make_code(purpose, now)?;
         address::set_pending_code(
             conn,
             email_id,
-            self.keys.hash(email_id, &code),
-            expires_at,
+            self.keys.hash(email_id, &issued.code),
+            issued.expires_at,
             now,
         )?;
-        Ok(IssuedCode { code, expires_at })
+        Ok(issued)
     }
 
     /// Makes the code a verification choice asks for: none for `isVerified`, a returned one
@@ -103,27 +111,30 @@ impl Commands {
         // A `sendCode` without a template links where the instance's mail settings say,
         // else where the configuration does (SPEC 9).
         let instance_template: Option<UrlTemplate>;
-        let send_with: Option<&UrlTemplate> = match verification {
-            Verification::IsVerified => return Ok((None, None)),
-            Verification::ReturnCode => None,
-            Verification::SendCode(Some(t)) => Some(t),
+        let template: &UrlTemplate = match verification {
+            Verification::IsVerified => {
+                mail_job::supersede_unsent(conn, email.id, None, now)?;
+                return Ok((None, None));
+            }
+            Verification::ReturnCode => {
+                let issued = self.issue_code(conn, email.id, email.purpose, now)?;
+                mail_job::supersede_unsent(conn, email.id, None, now)?;
+                return Ok((Some(issued.code), None));
+            }
+            Verification::SendCode(Some(t)) => t,
             Verification::SendCode(None) => {
                 let set = mail_settings::templates(conn, user.instance_id)?;
                 instance_template = match email.purpose {
                     Purpose::ContactEmail => set.url_template,
                     Purpose::OtpEmail => set.otp_email_url_template,
                 };
-                Some(instance_template.as_ref().unwrap_or(default_template))
+                instance_template.as_ref().unwrap_or(default_template)
             }
         };
-        if send_with.is_some() {
-            self.check_send_limits(conn, user.instance_id, email.address, email.purpose, now)?;
-        }
-        let issued = self.issue_code(conn, email.id, email.purpose, now)?;
-        let Some(template) = send_with else {
-            mail_job::supersede_unsent(conn, email.id, None, now)?;
-            return Ok((Some(issued.code), None));
-        };
+        self.check_send_limits(conn, user.instance_id, email.address, email.purpose, now)?;
+        // The job's statement also makes its code the pending one and supersedes the
+        // address's older unsent mail.
+        let issued = self.make_code(email.purpose, now)?;
         let job_id = mail_job::enqueue(
             conn,
             &self.keys,

@@ -34,51 +34,34 @@ impl Commands {
             return Ok(());
         }
         mail_job::lock_recipient(conn, instance_id, recipient)?;
-        let wait = cooldown_wait(conn, cooldown, instance_id, recipient, purpose, now)?
-            .max(hourly_wait(conn, hourly, instance_id, recipient, now)?);
+        let hour = chrono::TimeDelta::hours(1);
+        // Both limits read in one statement; a limit that is off ignores its part.
+        let recent = mail_job::recent_mails_to(
+            conn,
+            instance_id,
+            recipient,
+            purpose,
+            now - to_delta(cooldown)?,
+            (hourly, now - hour),
+        )?;
+        let cooldown_wait = match recent.last_of_purpose {
+            Some(last) if !cooldown.is_zero() => {
+                cooldown.saturating_sub((now - last).to_std().unwrap_or_default())
+            }
+            _ => Duration::ZERO,
+        };
+        let hourly_wait = match recent.nth_latest {
+            Some(oldest_counted) if hourly > 0 => {
+                (oldest_counted + hour - now).to_std().unwrap_or_default()
+            }
+            _ => Duration::ZERO,
+        };
+        let wait = cooldown_wait.max(hourly_wait);
         if wait.is_zero() {
             return Ok(());
         }
         Err(too_many_mails(wait).into())
     }
-}
-
-/// How long until the cooldown after the last mail of `purpose` to `recipient` is over
-/// (zero: it is).
-fn cooldown_wait(
-    conn: &mut PgConnection,
-    cooldown: Duration,
-    instance_id: i64,
-    recipient: &str,
-    purpose: Purpose,
-    now: DateTime<Utc>,
-) -> Result<Duration, Error> {
-    if cooldown.is_zero() {
-        return Ok(Duration::ZERO);
-    }
-    let since = now - to_delta(cooldown)?;
-    let last = mail_job::last_enqueued_to(conn, instance_id, recipient, purpose, since)?;
-    Ok(last.map_or(Duration::ZERO, |last| {
-        cooldown.saturating_sub((now - last).to_std().unwrap_or_default())
-    }))
-}
-
-/// How long until the hourly cap lets one more mail to `recipient` through (zero: it does).
-fn hourly_wait(
-    conn: &mut PgConnection,
-    limit: u32,
-    instance_id: i64,
-    recipient: &str,
-    now: DateTime<Utc>,
-) -> Result<Duration, Error> {
-    if limit == 0 {
-        return Ok(Duration::ZERO);
-    }
-    let hour = chrono::TimeDelta::hours(1);
-    let oldest_counted = mail_job::nth_latest_to(conn, instance_id, recipient, limit, now - hour)?;
-    Ok(oldest_counted.map_or(Duration::ZERO, |oldest| {
-        (oldest + hour - now).to_std().unwrap_or_default()
-    }))
 }
 
 /// The 429, with the wait rounded up to whole seconds (at least one) for `Retry-After`.

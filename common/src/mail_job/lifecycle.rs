@@ -39,11 +39,17 @@ pub struct NewJob<'a> {
     pub language: Option<&'a str>,
 }
 
-/// [`enqueue`]'s statement: the supersede of the address's unsent jobs, the job (`$1` id
-/// ... `$13` time, in the column order below) and its outbox row. The UPDATE sees the table
-/// as it was before the statement, so never the new job.
+/// [`enqueue`]'s statement: the job's code made the address's pending code (`$14` its hash,
+/// `$10` its expiry; the wrong-code count starts again), the supersede of the address's
+/// unsent jobs, the job (`$1` id ... `$13` time, in the column order below) and its outbox
+/// row. The UPDATE of `mail_jobs` sees the table as it was before the statement, so never
+/// the new job.
 pub const ENQUEUE_SQL: &str = "\
-    WITH superseded AS ( \
+    WITH pending AS ( \
+        UPDATE user_emails SET code_hash = $14, code_expires_at = $10, code_failures = 0, \
+               updated_at = $13 \
+         WHERE id = $5 \
+    ), superseded AS ( \
         UPDATE mail_jobs SET state = 'superseded', superseded_by = $1, \
                code_ciphertext = NULL, updated_at = $13 \
          WHERE email_id = $5 AND state IN ('queued', 'retrying', 'sending') \
@@ -55,10 +61,11 @@ pub const ENQUEUE_SQL: &str = "\
     ) \
     INSERT INTO outbox (job_id) VALUES ($1)";
 
-/// Inserts the job `queued` (its code encrypted) and its outbox row, and supersedes the
-/// address's older unsent jobs (their codes are void now); returns the job id. Two
-/// statements in the caller's transaction: the id (the code's encryption is bound to it),
-/// then the rest in one.
+/// Mails a new code: the job is inserted `queued` (its code encrypted) with its outbox row,
+/// the code becomes the address's pending code (the previous one stops working), and the
+/// address's older unsent jobs are superseded (their codes are void now); returns the job
+/// id. Two statements in the caller's transaction: the id (the code's encryption is bound
+/// to it), then the rest in one.
 pub fn enqueue(
     conn: &mut PgConnection,
     keys: &CodeKeys,
@@ -81,6 +88,7 @@ pub fn enqueue(
         .bind::<Nullable<Text>, _>(job.trace_context)
         .bind::<Nullable<Text>, _>(job.language)
         .bind::<Timestamptz, _>(now)
+        .bind::<Bytea, _>(keys.hash(job.email_id, job.code))
         .execute(conn)?;
     Ok(id)
 }

@@ -21,8 +21,8 @@ pub use lifecycle::{
     requeue_for_replay, requeue_stranded, supersede_unsent,
 };
 pub use query::{
-    Addressee, Attempt, JobFilter, JobSummary, MailJob, ReplayCandidate, addressee, attempts,
-    count_by_state, last_enqueued_to, list, load, lock_recipient, newest_to, nth_latest_to,
-    replay_candidate, replay_candidates, state_of, summary,
+    Addressee, Attempt, JobFilter, JobSummary, LOCK_RECIPIENT_SQL, MailJob, RECENT_MAILS_TO_SQL,
+    RecentMails, ReplayCandidate, addressee, attempts, count_by_state, list, load, lock_recipient,
+    newest_to, recent_mails_to, replay_candidate, replay_candidates, state_of, summary,
 };
 pub use state::{AttemptOutcome, JobState, Purpose};

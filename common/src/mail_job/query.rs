@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::{JobState, Purpose};
+use crate::db::Prepared;
 use crate::schema::{mail_attempts, mail_jobs};
 
 /// A job as the worker reads it to deliver it.
@@ -217,6 +218,9 @@ pub fn count_by_state(conn: &mut PgConnection) -> QueryResult<Vec<(JobState, i64
 /// Advisory-lock class of [`lock_recipient`] (the first key of PostgreSQL's two-key form).
 const RECIPIENT_LOCK_CLASS: i32 = 0x4d41_494c; // "MAIL"
 
+/// [`lock_recipient`]'s statement (`$1` the lock class, `$2` `instance:recipient`).
+pub const LOCK_RECIPIENT_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+
 /// Serializes, until the end of the transaction, the calls that may mail `recipient` of an
 /// instance, so the resend limits are checked and the new job enqueued as one step.
 pub fn lock_recipient(
@@ -224,15 +228,16 @@ pub fn lock_recipient(
     instance_id: i64,
     recipient: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind::<diesel::sql_types::Integer, _>(RECIPIENT_LOCK_CLASS)
-        .bind::<diesel::sql_types::Text, _>(format!("{instance_id}:{}", recipient.to_lowercase()))
+    use diesel::sql_types::{Integer, Text};
+    Prepared::new(LOCK_RECIPIENT_SQL)
+        .bind::<Integer, _>(RECIPIENT_LOCK_CLASS)
+        .bind::<Text, _>(format!("{instance_id}:{}", recipient.to_lowercase()))
         .execute(conn)?;
     Ok(())
 }
 
-/// The `lower(recipient)` condition of the recipient queries (served by the index
-/// `mail_jobs_recipient` on `(instance_id, lower(recipient), created_at)`).
+/// The `lower(recipient)` condition (served by the index `mail_jobs_recipient` on
+/// `(instance_id, lower(recipient), created_at)`).
 fn recipient_is(
     recipient: &str,
 ) -> Box<dyn BoxableExpression<mail_jobs::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>
@@ -244,48 +249,49 @@ fn recipient_is(
     )
 }
 
-/// The jobs to `recipient` of an instance enqueued after `since`: what the resend limits
-/// count.
-fn enqueued_to(
-    instance_id: i64,
-    recipient: &str,
-    since: DateTime<Utc>,
-) -> mail_jobs::BoxedQuery<'static, diesel::pg::Pg> {
-    mail_jobs::table
-        .filter(mail_jobs::instance_id.eq(instance_id))
-        .filter(recipient_is(recipient))
-        .filter(mail_jobs::created_at.gt(since))
-        .into_boxed()
+/// [`recent_mails_to`]'s statement: `$1` instance, `$2` recipient, `$3` purpose, `$4` the
+/// start of the cooldown, `$5` the start of the hour, `$6` the hourly cap minus one (the
+/// latest mails to skip). Both parts are served by the index `mail_jobs_recipient` on
+/// `(instance_id, lower(recipient), created_at)`.
+pub const RECENT_MAILS_TO_SQL: &str = "\
+    SELECT (SELECT max(created_at) FROM mail_jobs \
+             WHERE instance_id = $1 AND lower(recipient) = lower($2) AND created_at > $4 \
+               AND purpose = $3) AS last_of_purpose, \
+           (SELECT created_at FROM mail_jobs \
+             WHERE instance_id = $1 AND lower(recipient) = lower($2) AND created_at > $5 \
+             ORDER BY created_at DESC OFFSET $6 LIMIT 1) AS nth_latest";
+
+/// What the resend limits count of the mails to a recipient of an instance (all jobs, by
+/// their creation, whatever became of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct RecentMails {
+    /// When the last mail for the purpose was enqueued, if after the cooldown's start.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub last_of_purpose: Option<DateTime<Utc>>,
+    /// The enqueue time of the n-th latest mail (all purposes) after the hour's start:
+    /// `Some` when n mails were enqueued in that window.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub nth_latest: Option<DateTime<Utc>>,
 }
 
-/// When the last mail to `recipient` of an instance for `purpose` was enqueued, if after
-/// `since` (the resend cooldown).
-pub fn last_enqueued_to(
+/// The resend cooldown's and the hourly cap's view of the mails to `recipient` of an
+/// instance, in one statement: the last one for `purpose` after `cooldown_since`, and the
+/// `n`-th latest after `hour_since`.
+pub fn recent_mails_to(
     conn: &mut PgConnection,
     instance_id: i64,
     recipient: &str,
     purpose: Purpose,
-    since: DateTime<Utc>,
-) -> QueryResult<Option<DateTime<Utc>>> {
-    enqueued_to(instance_id, recipient, since)
-        .filter(mail_jobs::purpose.eq(purpose))
-        .select(diesel::dsl::max(mail_jobs::created_at))
-        .first(conn)
-}
-
-/// The enqueue time of the `n`-th latest mail to `recipient` of an instance after `since`,
-/// all purposes: `Some` when `n` mails were enqueued in that window (the hourly cap).
-pub fn nth_latest_to(
-    conn: &mut PgConnection,
-    instance_id: i64,
-    recipient: &str,
-    n: u32,
-    since: DateTime<Utc>,
-) -> QueryResult<Option<DateTime<Utc>>> {
-    enqueued_to(instance_id, recipient, since)
-        .order(mail_jobs::created_at.desc())
-        .select(mail_jobs::created_at)
-        .offset(i64::from(n.max(1)) - 1)
-        .first(conn)
-        .optional()
+    cooldown_since: DateTime<Utc>,
+    (n, hour_since): (u32, DateTime<Utc>),
+) -> QueryResult<RecentMails> {
+    use diesel::sql_types::{BigInt, Text, Timestamptz};
+    Prepared::new(RECENT_MAILS_TO_SQL)
+        .bind::<BigInt, _>(instance_id)
+        .bind::<Text, _>(recipient)
+        .bind::<Text, _>(purpose.as_str())
+        .bind::<Timestamptz, _>(cooldown_since)
+        .bind::<Timestamptz, _>(hour_since)
+        .bind::<BigInt, _>(i64::from(n.max(1)) - 1)
+        .get_result(conn)
 }
