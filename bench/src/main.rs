@@ -80,6 +80,11 @@ struct Args {
     /// pgbench threads (`-j`).
     #[arg(long, default_value_t = 2)]
     pgbench_threads: usize,
+    /// libpq `sslmode` of every database connection of the run: the api's, the worker's and
+    /// pgbench's (through `PGSSLMODE`). PostgreSQL is on 127.0.0.1, where TLS protects
+    /// nothing, so `disable`; `prefer` (libpq's default) measures the cost of TLS.
+    #[arg(long, default_value = "disable")]
+    db_sslmode: String,
     /// Users of the big database of phase 7 (`growth`); the small one has 1,000.
     #[arg(long, default_value_t = 1_000_000)]
     growth_users: usize,
@@ -150,6 +155,7 @@ async fn main() {
         pool_size: args.pool_size,
         e2e_mails: args.e2e_mails,
         pgbench_threads: args.pgbench_threads,
+        db_sslmode: args.db_sslmode.clone(),
         skipped_phases: [
             (Phase::Api, "1 (API load, pgbench)"),
             (Phase::Worker, "2 and 3 (worker drain, end-to-end latency)"),
@@ -234,6 +240,7 @@ fn builder(settings: &Settings) -> harness::TestEnvBuilder {
             settings.worker_concurrency.to_string(),
         )
         .env("DATABASE_POOL_SIZE", settings.pool_size.to_string())
+        .env("PGSSLMODE", &settings.db_sslmode)
         .env("RESEND_COOLDOWN", "0s")
         .env("MAIL_RECIPIENT_HOURLY_LIMIT", "0")
 }
@@ -407,6 +414,7 @@ async fn pgbench_ceiling(env: &TestEnv, settings: &Settings, phase: &mut ApiPhas
         port: 5432,
         user: "postgres".into(),
         database: env.db_name().to_string(),
+        sslmode: settings.db_sslmode.clone(),
     };
     let clients = settings.connections;
     let threads = settings.pgbench_threads;

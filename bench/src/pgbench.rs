@@ -184,6 +184,8 @@ pub struct Target {
     pub port: u16,
     pub user: String,
     pub database: String,
+    /// libpq `sslmode` (`PGSSLMODE`), as the api's and the worker's connections use.
+    pub sslmode: String,
 }
 
 /// Runs `pgbench` with `script_path` for `duration` and parses its result. With `log_dir`,
@@ -201,6 +203,7 @@ pub async fn run(
     cmd.args(["-h", &target.host])
         .args(["-p", &target.port.to_string()])
         .args(["-U", &target.user])
+        .env("PGSSLMODE", &target.sslmode)
         .args(["-n", "-M", "prepared"])
         .args(["-c", &clients.to_string()])
         .args(["-j", &threads.to_string()])

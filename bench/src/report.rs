@@ -118,6 +118,8 @@ pub struct Settings {
     pub pool_size: usize,
     pub e2e_mails: usize,
     pub pgbench_threads: usize,
+    /// libpq `sslmode` of the run's database connections (api, worker, pgbench).
+    pub db_sslmode: String,
     /// Phases left out with `--phases` (their figures stay zero in the report).
     pub skipped_phases: Vec<String>,
 }
@@ -421,6 +423,7 @@ mod tests {
                 pool_size: 16,
                 e2e_mails: 200,
                 pgbench_threads: 2,
+                db_sslmode: "disable".into(),
                 skipped_phases: Vec::new(),
             },
             api: ApiPhase {

@@ -263,7 +263,8 @@ fn machine_and_settings(md: &mut Markdown, r: &Results) {
         "Settings: {} connections, warm-up {} then {} measured; {} users per connection \
          ({} users); `RESEND_COOLDOWN=0s`; `DATABASE_POOL_SIZE={}` (api and worker); \
          `WORKER_CONCURRENCY={}`; `RUST_LOG=info`, `LOG_FORMAT=json` (the harness's \
-         defaults, logs to a file); SMTP: the harness's in-process sink (plain SMTP, \
+         defaults, logs to a file); database connections (api, worker, pgbench): TCP to \
+         127.0.0.1 with `sslmode={}`; SMTP: the harness's in-process sink (plain SMTP, \
          127.0.0.1); pgbench `-M prepared -j {}`; {} jobs for the worker drain; {} \
          sequential end-to-end mails. Every request sends `sendCode` with a URL template \
          and a new address, so every request changes the address and enqueues a mail.",
@@ -274,6 +275,7 @@ fn machine_and_settings(md: &mut Markdown, r: &Results) {
         r.api.users,
         s.pool_size,
         s.worker_concurrency,
+        s.db_sslmode,
         s.pgbench_threads,
         s.jobs,
         s.e2e_mails
