@@ -42,7 +42,8 @@ impl Commands {
             recipient,
             purpose,
             now - to_delta(cooldown)?,
-            (hourly, now - hour),
+            hourly,
+            now - hour,
         )?;
         let cooldown_wait = match recent.last_of_purpose {
             Some(last) if !cooldown.is_zero() => {

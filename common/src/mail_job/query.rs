@@ -283,7 +283,8 @@ pub fn recent_mails_to(
     recipient: &str,
     purpose: Purpose,
     cooldown_since: DateTime<Utc>,
-    (n, hour_since): (u32, DateTime<Utc>),
+    n: u32,
+    hour_since: DateTime<Utc>,
 ) -> QueryResult<RecentMails> {
     use diesel::sql_types::{BigInt, Text, Timestamptz};
     Prepared::new(RECENT_MAILS_TO_SQL)
