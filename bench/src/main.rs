@@ -475,14 +475,13 @@ async fn inspect_database(env: &TestEnv, phase: &mut ApiPhase) {
         env.psql("SELECT count(*) FROM user_events").await.trim()
     );
     let instance_id = env.bootstrap().instance_id.clone();
+    // The request's own statement (the constant `common` runs), prepared as the api's is.
     phase.explain_cooldown = env
         .psql(&format!(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT (SELECT max(created_at) FROM mail_jobs \
-             WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
-             AND created_at > now() - interval '30 seconds' AND purpose = 'contact_email'), \
-             (SELECT created_at FROM mail_jobs \
-             WHERE instance_id = {instance_id} AND lower(recipient) = lower('x@bench.example.com') \
-             AND created_at > now() - interval '1 hour' ORDER BY created_at DESC OFFSET 9 LIMIT 1)"
+            "PREPARE recent(bigint, text, text, timestamptz, timestamptz, bigint) AS {sql}; \
+             EXPLAIN (ANALYZE, BUFFERS) EXECUTE recent({instance_id}, 'x@bench.example.com', \
+             'contact_email', now() - interval '30 seconds', now() - interval '1 hour', 9)",
+            sql = common::mail_job::RECENT_MAILS_TO_SQL
         ))
         .await;
     phase.explain_outbox_delete = env
