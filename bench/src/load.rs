@@ -106,8 +106,10 @@ impl LoadResult {
     }
 
     /// Successful requests per second in the window.
+    /// Answered requests per second of the window; zero for a phase that did not run (no
+    /// window), so a partial run's report reads 0 and not NaN.
     pub fn throughput(&self) -> f64 {
-        self.ok as f64 / self.window.as_secs_f64()
+        crate::stats::per_second(self.ok as f64, self.window)
     }
 }
 
@@ -255,5 +257,10 @@ mod tests {
         };
         assert_eq!(r.throughput(), 50.0);
         assert_eq!(r.error_count(), 0);
+    }
+
+    #[test]
+    fn a_phase_that_did_not_run_reads_zero() {
+        assert_eq!(LoadResult::default().throughput(), 0.0);
     }
 }

@@ -14,7 +14,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::load;
-use crate::stats::Latency;
+use crate::stats::{Latency, per_second};
 
 /// How long it took for `count` mails to arrive.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,14 +51,6 @@ impl MailRate {
     /// intervals over that span.
     pub fn rate_steady(&self) -> f64 {
         per_second(self.count.saturating_sub(1) as f64, self.first_to_last)
-    }
-}
-
-fn per_second(n: f64, d: Duration) -> f64 {
-    if d.is_zero() {
-        0.0
-    } else {
-        n / d.as_secs_f64()
     }
 }
 

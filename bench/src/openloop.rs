@@ -37,11 +37,7 @@ pub struct OpenLoopPhase {
 impl OpenLoopPhase {
     /// Requests per second actually started.
     pub fn achieved_rate(&self) -> f64 {
-        if self.duration.is_zero() {
-            0.0
-        } else {
-            self.sent as f64 / self.duration.as_secs_f64()
-        }
+        crate::stats::per_second(self.sent as f64, self.duration)
     }
 }
 

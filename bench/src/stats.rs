@@ -45,6 +45,15 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Milliseconds with two decimals, such as `12.34 ms`.
+/// `n` per second of `d`; zero when `d` is (a phase that did not run reads 0, not NaN).
+pub fn per_second(n: f64, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n / d.as_secs_f64()
+    }
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
