@@ -105,8 +105,7 @@ impl LoadResult {
         self.errors.values().sum()
     }
 
-    /// Successful requests per second in the window.
-    /// Answered requests per second of the window; zero for a phase that did not run (no
+    /// Successful requests per second of the window; zero for a phase that did not run (no
     /// window), so a partial run's report reads 0 and not NaN.
     pub fn throughput(&self) -> f64 {
         crate::stats::per_second(self.ok as f64, self.window)

@@ -44,7 +44,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Milliseconds with two decimals, such as `12.34 ms`.
 /// `n` per second of `d`; zero when `d` is (a phase that did not run reads 0, not NaN).
 pub fn per_second(n: f64, d: Duration) -> f64 {
     if d.is_zero() {
@@ -54,6 +53,7 @@ pub fn per_second(n: f64, d: Duration) -> f64 {
     }
 }
 
+/// Milliseconds with two decimals, such as `12.34 ms`.
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
